@@ -1,0 +1,120 @@
+"""Every environment variable bulkops reads, in one typed object.
+
+Nothing else in the project calls ``os.environ`` for configuration. A missing
+or malformed URL raises :class:`worker.errors.ConfigError` with one line that
+names the variable; there is never a silent default database or broker.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.errors import ConfigError
+
+# Environment variable -> what it is for; README's configuration table mirrors it.
+REQUIRED_URLS = ("DATABASE_URL", "REDIS_URL")
+
+
+class Settings(BaseSettings):
+    """bulkops configuration, read from the environment (names are upper case)."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    database_url: str = Field(description="PostgreSQL URL (postgresql://...)")
+    redis_url: str = Field(description="Redis URL (redis://...)")
+    celery_broker_url: str | None = None
+    celery_result_backend: str | None = None
+
+    db_pool_size: int = Field(5, ge=1)
+    db_max_overflow: int = Field(5, ge=0)
+    db_pool_timeout: float = Field(30.0, gt=0)
+    db_pool_recycle: int = Field(1800, ge=-1)
+    db_pool_pre_ping: bool = True
+
+    bulkops_import_root: Path = Path(".")
+    bulkops_chunk_size: int = Field(20_000, ge=1, le=1_000_000)
+    bulkops_health_interval: float = Field(60.0, gt=0)
+    bulkops_health_retention_days: float = Field(7.0, gt=0)
+    # A job queued this long without a claim, or running without a heartbeat
+    # this long, is re-sent by the maintenance task (bounded by max attempts).
+    bulkops_stuck_after_s: float = Field(300.0, gt=0)
+    bulkops_max_attempts: int = Field(3, ge=1)
+    # Celery time limits per chunk task; both must stay under the Redis
+    # visibility timeout or a slow chunk is delivered twice while it runs.
+    bulkops_task_soft_time_limit: int = Field(600, gt=0)
+    bulkops_task_time_limit: int = Field(900, gt=0)
+    bulkops_visibility_timeout: int = Field(3600, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgresql+psycopg2://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value[len("postgres://") :]
+        return value
+
+    @field_validator("redis_url", "celery_broker_url", "celery_result_backend")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _limits_ordered(self) -> Settings:
+        if not (
+            self.bulkops_task_soft_time_limit
+            < self.bulkops_task_time_limit
+            < self.bulkops_visibility_timeout
+        ):
+            raise ValueError(
+                "BULKOPS_TASK_SOFT_TIME_LIMIT < BULKOPS_TASK_TIME_LIMIT < "
+                "BULKOPS_VISIBILITY_TIMEOUT must hold"
+            )
+        return self
+
+    @property
+    def broker_url(self) -> str:
+        return self.celery_broker_url or self.redis_url
+
+    @property
+    def result_backend(self) -> str:
+        return self.celery_result_backend or self.redis_url
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        url = self.database_url
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg2://" + url[len("postgresql://") :]
+        return url
+
+    @property
+    def import_root(self) -> Path:
+        return self.bulkops_import_root.expanduser().resolve()
+
+
+def _explain(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    name = str(first["loc"][0]).upper() if first["loc"] else "configuration"
+    if first["type"] == "missing":
+        return f"{name} is not set (see README, Configuration)"
+    return f"{name} is invalid: {first['msg']}"
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings; raises ConfigError naming the bad variable."""
+    try:
+        return Settings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+def reset_settings() -> None:
+    """Forget cached settings (tests and the demo change the environment)."""
+    get_settings.cache_clear()

@@ -1,0 +1,200 @@
+"""Engine, session scopes, savepoints, COPY, and driver-error translation.
+
+The engine is never built at import time: a worker builds one per process
+after the fork (``worker_process_init``), a producer on first use. Driver
+errors (psycopg2 / SQLAlchemy) are translated into :mod:`worker.errors` here
+and only here, keeping the cause.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy.exc as sa_exc
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.orm import SessionTransaction
+from sqlmodel import Session
+
+from worker.config import Settings, get_settings
+from worker.errors import (
+    BulkopsError,
+    ConcurrencyConflict,
+    DatabaseUnavailable,
+    DataError,
+    SchemaError,
+)
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+# SQLSTATE classes -> our error tree.
+_CONFLICT_CODES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
+_UNAVAILABLE_PREFIXES = ("08", "57P")  # connection exceptions, admin shutdown / crash
+_SCHEMA_CODES = {"42P01", "42703"}  # undefined table / column
+
+
+def build_engine(settings: Settings | None = None, **overrides: Any) -> Engine:
+    """A pooled engine with the pool settings from the environment."""
+    s = settings or get_settings()
+    options: dict[str, Any] = {
+        "pool_size": s.db_pool_size,
+        "max_overflow": s.db_max_overflow,
+        "pool_timeout": s.db_pool_timeout,
+        "pool_recycle": s.db_pool_recycle,
+        "pool_pre_ping": s.db_pool_pre_ping,
+        "connect_args": {"application_name": "bulkops", "connect_timeout": 10},
+    }
+    options.update(overrides)
+    return create_engine(s.sqlalchemy_url, **options)
+
+
+def get_engine() -> Engine:
+    """This process's engine, built on first use."""
+    global _engine
+    if _engine is None:
+        with _engine_lock:
+            if _engine is None:
+                _engine = build_engine()
+    return _engine
+
+
+def init_engine() -> Engine:
+    """Drop any engine inherited across a fork and build a fresh one."""
+    global _engine
+    with _engine_lock:
+        if _engine is not None:
+            _engine.dispose(close=False)
+        _engine = build_engine()
+    return _engine
+
+
+def dispose_engine() -> None:
+    global _engine
+    with _engine_lock:
+        if _engine is not None:
+            _engine.dispose()
+        _engine = None
+
+
+def translate(exc: BaseException) -> BulkopsError:
+    """Map a driver error to the project's error tree (the cause is kept by callers)."""
+    if isinstance(exc, BulkopsError):
+        return exc
+    orig = getattr(exc, "orig", exc)
+    code = getattr(orig, "pgcode", None) or ""
+    message = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    if code in _CONFLICT_CODES:
+        return ConcurrencyConflict(message)
+    if code.startswith(_UNAVAILABLE_PREFIXES):
+        return DatabaseUnavailable(message)
+    if code in _SCHEMA_CODES:
+        return SchemaError(f"{message} (run `bulkops migrate`)")
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return DatabaseUnavailable(message)
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+        return DatabaseUnavailable(message)
+    if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError):
+        return DataError(message)
+    if isinstance(exc, sa_exc.DBAPIError) and code.startswith(("22", "23")):
+        return DataError(message)
+    if isinstance(exc, sa_exc.SQLAlchemyError):
+        return DataError(message)
+    return DataError(message)
+
+
+def is_driver_error(exc: BaseException) -> bool:
+    import psycopg2
+
+    return isinstance(exc, sa_exc.SQLAlchemyError | psycopg2.Error)
+
+
+@contextlib.contextmanager
+def translated() -> Iterator[None]:
+    """Re-raise driver errors raised inside the block as :mod:`worker.errors`."""
+    try:
+        yield
+    except BulkopsError:
+        raise
+    except Exception as exc:
+        if is_driver_error(exc):
+            raise translate(exc) from exc
+        raise
+
+
+@contextlib.contextmanager
+def session_scope(engine: Engine | None = None) -> Iterator[Session]:
+    """A session on the pooled engine: commit on success, roll back on error."""
+    with Session(engine or get_engine(), expire_on_commit=False) as session:
+        try:
+            with translated():
+                yield session
+                session.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                session.rollback()
+            raise
+
+
+@contextlib.contextmanager
+def savepoint(session: Session) -> Iterator[SessionTransaction]:
+    """A SAVEPOINT: errors inside roll back to it and propagate, translated.
+
+    The caller decides what to do with the error (reject rows, bisect); the
+    enclosing transaction stays usable.
+    """
+    nested = session.begin_nested()
+    try:
+        with translated():
+            yield nested
+    except BaseException:
+        if nested.is_active:
+            nested.rollback()
+        raise
+    else:
+        if nested.is_active:
+            nested.commit()
+
+
+def pg_copy_text(value: Any) -> str:
+    """One value in PostgreSQL COPY text format."""
+    if value is None:
+        return r"\N"
+    s = value if isinstance(value, str) else str(value)
+    if "\\" in s or "\t" in s or "\n" in s or "\r" in s:
+        s = s.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return s
+
+
+def copy_rows(
+    session: Session, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> int:
+    """COPY rows into ``table`` on the session's connection; returns the row count.
+
+    ``table`` and ``columns`` are identifiers from our own code, never input;
+    values travel as COPY data, never as SQL text.
+    """
+    buf = io.StringIO()
+    count = 0
+    write = buf.write
+    for row in rows:
+        write("\t".join(map(pg_copy_text, row)))
+        write("\n")
+        count += 1
+    if not count:
+        return 0
+    buf.seek(0)
+    dbapi_conn = session.connection().connection.driver_connection
+    assert dbapi_conn is not None
+    with translated(), dbapi_conn.cursor() as cur:
+        cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buf)
+    return count
+
+
+def ping(engine: Engine | None = None) -> None:
+    """One round trip to PostgreSQL; raises DatabaseUnavailable."""
+    with translated(), (engine or get_engine()).connect() as conn:
+        conn.execute(text("SELECT 1"))

@@ -1,0 +1,81 @@
+"""The one error tree of bulkops.
+
+Tasks take their retry policy from the branch: a :class:`RetryableError` is
+retried with backoff, a :class:`PermanentError` fails the job at once. Each
+class's docstring says when it is raised and is its default message.
+"""
+
+from __future__ import annotations
+
+
+class BulkopsError(Exception):
+    """A bulkops operation failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+# --- retryable -----------------------------------------------------------------
+
+
+class RetryableError(BulkopsError):
+    """A transient failure; the same work may succeed if tried again."""
+
+
+class DatabaseUnavailable(RetryableError):
+    """PostgreSQL could not be reached or dropped the connection."""
+
+
+class BrokerUnavailable(RetryableError):
+    """Redis (the Celery broker) could not be reached."""
+
+
+class ConcurrencyConflict(RetryableError):
+    """A serialization failure, deadlock or lock timeout; retry the batch."""
+
+
+# --- permanent -----------------------------------------------------------------
+
+
+class PermanentError(BulkopsError):
+    """A failure that trying again will not fix."""
+
+
+class ConfigError(PermanentError):
+    """The configuration (environment) is missing or malformed."""
+
+
+class UsageError(PermanentError):
+    """A request was malformed: unknown option value, bad argument."""
+
+
+class JobNotFound(PermanentError):
+    """No job has that id."""
+
+
+class ImportPathError(PermanentError):
+    """An import path is missing, unreadable or outside BULKOPS_IMPORT_ROOT."""
+
+
+class InputFormatError(PermanentError):
+    """An input file cannot be imported at all (e.g. a required column is missing)."""
+
+
+class DataError(PermanentError):
+    """The database refused a value (type, constraint or key violation)."""
+
+
+class SchemaError(PermanentError):
+    """The database schema is not at the migration head."""
+
+
+class JobCancelled(PermanentError):
+    """The job was cancelled by an operator."""
+
+
+class TooManyErrors(PermanentError):
+    """The job passed its error threshold (--max-errors / --max-error-rate)."""

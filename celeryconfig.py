@@ -1,0 +1,84 @@
+"""Celery settings (lowercase names), every value from worker.config.
+
+Loaded lazily by ``worker.app`` the first time the Celery app reads its
+configuration, so importing ``worker`` never needs a broker.
+"""
+
+from __future__ import annotations
+
+from kombu import Queue
+
+from worker.config import get_settings
+from worker.queues import IMPORTS, MAINTENANCE, QUEUES, UPDATES
+
+_s = get_settings()
+
+broker_url = _s.broker_url
+result_backend = _s.result_backend
+
+# JSON only: a pickled message is refused, never executed.
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+event_serializer = "json"
+
+# A task is acknowledged after it ran, and re-delivered if its worker dies; the
+# job ledger (exactly-once chunks) makes the second run harmless.
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_cancel_long_running_tasks_on_connection_loss = True
+
+# soft < hard < visibility timeout (validated in worker.config): a chunk that
+# outlives the Redis visibility timeout would be delivered again while it runs.
+task_soft_time_limit = _s.bulkops_task_soft_time_limit
+task_time_limit = _s.bulkops_task_time_limit
+broker_transport_options = {"visibility_timeout": _s.bulkops_visibility_timeout}
+result_backend_transport_options = {"visibility_timeout": _s.bulkops_visibility_timeout}
+result_expires = 24 * 3600
+
+# Producers fail fast when Redis is down instead of hanging the CLI.
+broker_connection_retry_on_startup = True
+broker_connection_timeout = 5
+redis_socket_connect_timeout = 5
+redis_socket_timeout = 30
+task_publish_retry = True
+task_publish_retry_policy = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 1,
+}
+
+# Separate queues, so a health check never waits behind a million-row import.
+task_default_queue = MAINTENANCE
+task_queues = [Queue(name) for name in QUEUES]
+task_routes = {
+    "tasks.imports.*": {"queue": IMPORTS},
+    "tasks.seeding.*": {"queue": IMPORTS},
+    "tasks.updates.*": {"queue": UPDATES},
+    "tasks.health.*": {"queue": MAINTENANCE},
+    "tasks.maintenance.*": {"queue": MAINTENANCE},
+}
+
+# Events for Flower.
+worker_send_task_events = True
+task_send_sent_event = True
+task_track_started = True
+
+timezone = "UTC"
+enable_utc = True
+
+beat_schedule = {
+    "health-check": {
+        "task": "tasks.health.run_health_check",
+        "schedule": _s.bulkops_health_interval,
+        "options": {"queue": MAINTENANCE, "expires": _s.bulkops_health_interval},
+    },
+    "recover-stuck-jobs": {
+        "task": "tasks.maintenance.recover_stuck_jobs",
+        "schedule": max(30.0, _s.bulkops_stuck_after_s / 4),
+        "options": {"queue": MAINTENANCE},
+    },
+}

@@ -1,0 +1,270 @@
+"""The ``bulkops`` command line.
+
+Exit codes: 0 done (also with rejects), 1 the job failed or the system is
+unhealthy, 2 usage or configuration error. ``--json`` prints one JSON object
+on stdout and nothing else there; progress bars and messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from worker import client
+from worker.errors import BulkopsError, JobNotFound, PermanentError, RetryableError
+from worker.ledger import JobSummary
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+app = typer.Typer(
+    name="bulkops",
+    help="Bulk data operations on PostgreSQL as Celery jobs: import, update, seed, health.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the job and print its summary.")]
+KeyOpt = Annotated[
+    str | None, typer.Option("--key", help="Idempotency key: the same key twice gives one job.")
+]
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    err.print(f"[bold red]bulkops:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def cli_errors() -> Iterator[None]:
+    """One line on stderr instead of a traceback, with the contract's exit code."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except JobNotFound as exc:
+        fail(exc.message, EXIT_USAGE)
+    except RetryableError as exc:
+        fail(exc.message, EXIT_FAILED)
+    except PermanentError as exc:
+        fail(exc.message, EXIT_USAGE)
+    except BulkopsError as exc:
+        fail(exc.message, EXIT_FAILED)
+    except TimeoutError as exc:
+        fail(str(exc), EXIT_FAILED)
+
+
+def emit(data: dict[str, Any] | list[Any]) -> None:
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
+
+
+def print_summary(s: JobSummary) -> None:
+    err_line = f"  error: {s.error}" if s.error else ""
+    typer.echo(
+        f"job {s.id} ({s.kind}): {s.state}  read={s.rows_read} inserted={s.rows_inserted} "
+        f"updated={s.rows_updated} skipped={s.rows_skipped} rejected={s.rows_rejected} "
+        f"chunks={s.chunks_done}/{s.chunks_total if s.chunks_total is not None else '?'} "
+        f"elapsed={s.elapsed_s if s.elapsed_s is not None else '-'}s" + err_line
+    )
+
+
+def wait_with_progress(job_id: int, show: bool = True) -> JobSummary:
+    """Wait for a job, with a progress bar (chunks, rows/s, ETA) on stderr."""
+    if not show or not err.is_terminal:
+        return client.wait(job_id)
+    columns = (
+        TextColumn("job {task.fields[job]} {task.fields[state]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("chunks  {task.fields[rows]} rows  {task.fields[rate]} rows/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("job", total=None, job=job_id, state="queued", rows=0, rate="-")
+
+        def update(s: JobSummary) -> None:
+            rate = f"{s.rows_read / s.elapsed_s:,.0f}" if s.elapsed_s else "-"
+            bar.update(
+                task, total=s.chunks_total, completed=s.chunks_done, state=s.state,
+                rows=f"{s.rows_read:,}", rate=rate,
+            )
+
+        return client.wait(job_id, on_progress=update)
+
+
+def finish_job(job_id: int, wait: bool, as_json: bool) -> None:
+    """Print the submitted job, or wait and print its summary; exit by the contract."""
+    if not wait:
+        if as_json:
+            emit({"id": job_id, "state": client.summary(job_id).state})
+        else:
+            typer.echo(f"job {job_id} queued (bulkops job {job_id} to follow it)")
+        return
+    summary = wait_with_progress(job_id, show=True)
+    if as_json:
+        emit(summary.to_dict())
+    else:
+        print_summary(summary)
+    if summary.state == "failed":
+        raise typer.Exit(EXIT_FAILED)
+
+
+# --- commands ------------------------------------------------------------------------
+
+
+@app.command()
+def seed(
+    users: Annotated[int, typer.Option(help="Users to create.", min=0)] = 10,
+    todos_per_user: Annotated[int, typer.Option(help="Todos per user.", min=0)] = 5,
+    random_seed: Annotated[int, typer.Option(help="The same seed gives the same rows.")] = 42,
+    key: KeyOpt = None,
+    wait: WaitOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Seed users and todos: deterministic, idempotent, loaded with COPY."""
+    with cli_errors():
+        job_id = client.submit_seed(users, todos_per_user, random_seed, key)
+        finish_job(job_id, wait, as_json)
+
+
+@app.command()
+def health(as_json: JsonOpt = False) -> None:
+    """Check database, pool, Redis, queues and jobs now; exit 0 healthy, 1 not."""
+    from worker import health as checks
+    from worker.config import get_settings
+
+    with cli_errors():
+        settings = get_settings()
+        report = checks.run_checks(settings=settings)
+        if report.checks[0].ok:
+            try:
+                checks.record(report, settings.bulkops_health_retention_days)
+            except BulkopsError as exc:
+                err.print(f"health check not recorded: {exc.message}", highlight=False)
+        if as_json:
+            emit(report.to_dict())
+        else:
+            for c in report.checks:
+                typer.echo(f"{'ok  ' if c.ok else 'FAIL'} {c.name:<9} {c.detail}")
+            typer.echo("healthy" if report.healthy else "unhealthy")
+        raise typer.Exit(EXIT_OK if report.healthy else EXIT_FAILED)
+
+
+@app.command("jobs")
+def list_jobs(
+    limit: Annotated[int, typer.Option(help="How many, newest first.", min=1)] = 20,
+    state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List recent jobs."""
+    with cli_errors():
+        found = client.jobs(limit, state)
+        if as_json:
+            emit([s.to_dict() for s in found])
+            return
+        if not found:
+            typer.echo("no jobs")
+        for s in found:
+            print_summary(s)
+
+
+@app.command()
+def job(job_id: Annotated[int, typer.Argument(metavar="ID")], as_json: JsonOpt = False) -> None:
+    """Show one job's summary."""
+    with cli_errors():
+        s = client.summary(job_id)
+        if as_json:
+            emit(s.to_dict())
+        else:
+            print_summary(s)
+
+
+@app.command()
+def cancel(job_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
+    """Stop a job after its current chunk; committed chunks stay."""
+    with cli_errors():
+        state = client.cancel(job_id)
+        typer.echo(f"job {job_id}: {state}")
+
+
+@app.command()
+def rejects(
+    job_id: Annotated[int, typer.Argument(metavar="ID")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a job's rejected rows (line, column, reason)."""
+    with cli_errors():
+        rows = client.rejects(job_id)
+        if as_json:
+            emit([r.__dict__ for r in rows])
+            return
+        for r in rows:
+            where = f"line {r.line}" + (f", column {r.column}" if r.column else "")
+            typer.echo(f"{where}: {r.reason}")
+
+
+@app.command()
+def migrate() -> None:
+    """Upgrade the database schema to the latest migration."""
+    from worker import migrate as migrations
+    from worker.config import get_settings
+
+    with cli_errors():
+        get_settings()
+        migrations.upgrade()
+        typer.echo("database schema is at head")
+
+
+@app.command()
+def demo(
+    users: Annotated[int, typer.Option(help="Users to seed.", min=1)] = 200,
+    todos_per_user: Annotated[int, typer.Option(help="Todos per user.", min=1)] = 50,
+    data_dir: Annotated[Path, typer.Option(help="Where the embedded services keep data.")] = Path(
+        ".bulkops"
+    ),
+) -> None:
+    """Run the whole thing on embedded services, then stop everything."""
+    from worker.demo import run_demo
+
+    with cli_errors():
+        raise typer.Exit(run_demo(data_dir, users, todos_per_user))
+
+
+@app.command()
+def dev(
+    data_dir: Annotated[Path, typer.Option(help="Where the embedded services keep data.")] = Path(
+        ".bulkops"
+    ),
+    flower_port: Annotated[int, typer.Option(help="Flower's port.")] = 5555,
+) -> None:
+    """Start embedded services, a worker, beat and Flower; stay up until Ctrl-C."""
+    from worker.demo import run_dev
+
+    with cli_errors():
+        run_dev(data_dir, flower_port)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

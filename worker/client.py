@@ -1,0 +1,86 @@
+"""The Python producer API: submit jobs, wait for them, read summaries and rejects.
+
+Submitting writes the job row and commits before the Celery message (which
+carries only the job id) is sent; see :func:`worker.ledger.submit`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from kombu.exceptions import KombuError
+
+from worker import ledger
+from worker.errors import BrokerUnavailable, UsageError
+from worker.ledger import JobSummary, RejectedRow
+from worker.models import JobKind
+from worker.queues import IMPORTS, UPDATES
+from worker.seeding import SeedParams
+
+# Job kind -> (the job task that plans it, its queue).
+JOB_TASKS: dict[str, tuple[str, str]] = {
+    JobKind.SEED: ("tasks.seeding.run_seed", IMPORTS),
+    JobKind.IMPORT: ("tasks.imports.run_import", IMPORTS),
+    JobKind.UPDATE_STATUS: ("tasks.updates.run_update", UPDATES),
+}
+
+
+def send_job(kind: str, job_id: int, task_id: str) -> None:
+    """Send the job's message: its id only, JSON. Raises BrokerUnavailable."""
+    from worker.app import app
+
+    name, queue = JOB_TASKS[kind]
+    try:
+        app.send_task(name, args=[job_id], task_id=task_id, queue=queue)
+    except (KombuError, OSError) as exc:
+        raise BrokerUnavailable(f"cannot send job {job_id} to Redis: {exc}") from exc
+
+
+def _submit(kind: str, params: dict[str, object], key: str | None) -> int:
+    return ledger.submit(kind, params, lambda job_id, task_id: send_job(kind, job_id, task_id), key)
+
+
+def submit_seed(
+    users: int = 10, todos_per_user: int = 5, random_seed: int = 42, key: str | None = None
+) -> int:
+    """Queue a seeding job; returns its id."""
+    params = SeedParams(users=users, todos_per_user=todos_per_user, random_seed=random_seed)
+    return _submit(JobKind.SEED, params.to_params(), key)
+
+
+def summary(job_id: int) -> JobSummary:
+    return ledger.get_summary(job_id)
+
+
+def wait(
+    job_id: int,
+    timeout: float | None = None,
+    poll_s: float = 0.5,
+    on_progress: Callable[[JobSummary], None] | None = None,
+) -> JobSummary:
+    """Poll the ledger until the job finishes; raises TimeoutError after ``timeout``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        current = ledger.get_summary(job_id)
+        if on_progress is not None:
+            on_progress(current)
+        if current.finished:
+            return current
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {current.state} after {timeout} s")
+        time.sleep(poll_s)
+
+
+def rejects(job_id: int, limit: int | None = None) -> list[RejectedRow]:
+    return ledger.get_rejects(job_id, limit)
+
+
+def cancel(job_id: int) -> str:
+    return ledger.cancel(job_id)
+
+
+def jobs(limit: int = 20, state: str | None = None) -> list[JobSummary]:
+    if limit < 1:
+        raise UsageError("limit must be at least 1")
+    return ledger.list_jobs(limit, state)

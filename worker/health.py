@@ -55,8 +55,12 @@ def check_database(engine: Engine) -> Check:
             conn.execute(text("SELECT 1"))
             version = conn.execute(text("SHOW server_version")).scalar()
         ms = (time.perf_counter() - started) * 1000
-        return Check("database", True, f"round trip {ms:.1f} ms", {"latency_ms": round(ms, 2),
-                                                                    "version": version})
+        return Check(
+            "database",
+            True,
+            f"round trip {ms:.1f} ms",
+            {"latency_ms": round(ms, 2), "version": version},
+        )
 
     return _guard("database", run)
 
@@ -76,9 +80,7 @@ def check_pool(engine: Engine) -> Check:
 
 
 def redis_client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.broker_url, socket_connect_timeout=3, socket_timeout=3
-    )
+    return redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3, socket_timeout=3)
 
 
 def check_redis(client: redis.Redis) -> Check:
@@ -122,8 +124,12 @@ def check_jobs(engine: Engine, stuck_after_s: float) -> Check:
         queued, running = int(stuck[0]), int(stuck[1])
         ok = queued == 0 and running == 0
         detail = f"{queued} stuck queued, {running} stuck running"
-        return Check("jobs", ok, detail, {"by_state": by_state, "stuck_queued": queued,
-                                          "stuck_running": running})
+        return Check(
+            "jobs",
+            ok,
+            detail,
+            {"by_state": by_state, "stuck_queued": queued, "stuck_running": running},
+        )
 
     return _guard("jobs", run)
 
@@ -136,10 +142,12 @@ def run_checks(engine: Engine | None = None, settings: Settings | None = None) -
     try:
         database = check_database(eng)
         checks = [database, check_pool(eng), check_redis(client)]
-        checks.append(check_queues(client) if checks[-1].ok else Check("queues", False,
-                                                                        "redis unreachable"))
         checks.append(
-            check_jobs(eng, s.bulkops_stuck_after_s) if database.ok
+            check_queues(client) if checks[-1].ok else Check("queues", False, "redis unreachable")
+        )
+        checks.append(
+            check_jobs(eng, s.bulkops_stuck_after_s)
+            if database.ok
             else Check("jobs", False, "database unreachable")
         )
     finally:

@@ -161,7 +161,9 @@ class Job(SQLModel, table=True):
     rows_skipped: int = _counter()
     rows_rejected: int = _counter()
     chunks_total: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
-    chunks_done: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    chunks_done: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
     attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     cancel_requested: bool = Field(
         default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
@@ -187,9 +189,7 @@ class JobChunk(SQLModel, table=True):
     __tablename__ = "job_chunks"
 
     job_id: int = Field(
-        sa_column=Column(
-            BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
-        )
+        sa_column=Column(BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     )
     chunk_no: int = Field(sa_column=Column(Integer, primary_key=True))
     rows_read: int = _counter()
@@ -197,7 +197,9 @@ class JobChunk(SQLModel, table=True):
     rows_updated: int = _counter()
     rows_skipped: int = _counter()
     rows_rejected: int = _counter()
-    elapsed_s: float = Field(default=0.0, sa_column=Column(Float, nullable=False, server_default="0"))
+    elapsed_s: float = Field(
+        default=0.0, sa_column=Column(Float, nullable=False, server_default="0")
+    )
     worker: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
     committed_at: datetime | None = _created_at()
 

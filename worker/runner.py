@@ -73,7 +73,9 @@ def start_job(job_id: int, operation: Operation, enqueue: EnqueueFn) -> int:
     with session_scope() as session:
         job = ledger.claim(session, job_id, settings.bulkops_stuck_after_s)
         if job is None:
-            logger.info("job not claimable (running elsewhere or finished)", extra={"job_id": job_id})
+            logger.info(
+                "job not claimable (running elsewhere or finished)", extra={"job_id": job_id}
+            )
             return 0
         if job.chunks_total is None:
             specs = operation.plan(session, job)
@@ -99,9 +101,7 @@ def start_job(job_id: int, operation: Operation, enqueue: EnqueueFn) -> int:
     missing = [n for n in range(total) if n not in done]
     for chunk_no in missing:
         enqueue(job_id, chunk_no)
-    logger.info(
-        "job planned", extra={"job_id": job_id, "chunks": total, "enqueued": len(missing)}
-    )
+    logger.info("job planned", extra={"job_id": job_id, "chunks": total, "enqueued": len(missing)})
     return len(missing)
 
 
@@ -123,12 +123,16 @@ def run_chunk(
         ).first()
         if claimed is None:
             logger.info("chunk already committed", extra={"job_id": job_id, "chunk": chunk_no})
-            return ChunkOutcome(job_id, chunk_no, False, job.chunks_done, job.chunks_total, job.state)
+            return ChunkOutcome(
+                job_id, chunk_no, False, job.chunks_done, job.chunks_total, job.state
+            )
         # The job may have been cancelled while we waited on a duplicate's lock.
         session.refresh(job)
         if job.state != JobState.RUNNING:
             session.rollback()
-            return ChunkOutcome(job_id, chunk_no, False, job.chunks_done, job.chunks_total, job.state)
+            return ChunkOutcome(
+                job_id, chunk_no, False, job.chunks_done, job.chunks_total, job.state
+            )
         spec = job.params.get("chunks", [])[chunk_no]
         started = time.perf_counter()
         result = operation.run_chunk(session, job, spec)

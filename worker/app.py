@@ -14,6 +14,7 @@ logger = logging.getLogger(__name__)
 
 TASK_MODULES = [
     "tasks.seeding",
+    "tasks.imports",
     "tasks.health",
     "tasks.maintenance",
 ]

@@ -149,6 +149,37 @@ def seed(
         finish_job(job_id, wait, as_json)
 
 
+@app.command("import")
+def import_(
+    path: Annotated[str, typer.Argument(help="File under BULKOPS_IMPORT_ROOT.")],
+    table: Annotated[str, typer.Option(help="todos or users.")] = "todos",
+    format: Annotated[
+        str | None, typer.Option("--format", help="csv or jsonl (default: by extension).")
+    ] = None,
+    mode: Annotated[
+        str, typer.Option(help="insert (existing rows are rejects), upsert, or skip.")
+    ] = "insert",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and detect conflicts; commit nothing.")
+    ] = False,
+    max_errors: Annotated[
+        int | None, typer.Option(help="Fail the job once more rows than this are rejected.")
+    ] = None,
+    max_error_rate: Annotated[
+        float | None, typer.Option(help="Fail the job once this share of rows is rejected.")
+    ] = None,
+    key: KeyOpt = None,
+    wait: WaitOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import a CSV or JSON Lines file into todos or users."""
+    with cli_errors():
+        job_id = client.submit_import(
+            path, table, format, mode, dry_run, key, max_errors, max_error_rate
+        )
+        finish_job(job_id, wait, as_json)
+
+
 @app.command()
 def health(as_json: JsonOpt = False) -> None:
     """Check database, pool, Redis, queues and jobs now; exit 0 healthy, 1 not."""
@@ -212,10 +243,23 @@ def cancel(job_id: Annotated[int, typer.Argument(metavar="ID")]) -> None:
 @app.command()
 def rejects(
     job_id: Annotated[int, typer.Argument(metavar="ID")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Write them in the input format, with _line and _error."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a job's rejected rows (line, column, reason)."""
+    """Show a job's rejected rows (line, column, reason), or export them to fix and re-import."""
     with cli_errors():
+        if out is not None:
+            from worker.rejects_export import export_rejects
+
+            written = export_rejects(job_id, out)
+            if as_json:
+                emit({"id": job_id, "rejects": written, "out": str(out)})
+            else:
+                err.print(f"wrote {written} rejected rows to {out}", highlight=False)
+            return
         rows = client.rejects(job_id)
         if as_json:
             emit([r.__dict__ for r in rows])

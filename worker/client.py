@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from kombu.exceptions import KombuError
 
 from worker import ledger
 from worker.errors import BrokerUnavailable, UsageError
+from worker.importer import ImportParams, confine, guess_format
 from worker.ledger import JobSummary, RejectedRow
 from worker.models import JobKind
 from worker.queues import IMPORTS, UPDATES
@@ -47,6 +49,33 @@ def submit_seed(
     """Queue a seeding job; returns its id."""
     params = SeedParams(users=users, todos_per_user=todos_per_user, random_seed=random_seed)
     return _submit(JobKind.SEED, params.to_params(), key)
+
+
+def submit_import(
+    path: str | Path,
+    table: str = "todos",
+    format: str | None = None,
+    mode: str = "insert",
+    dry_run: bool = False,
+    key: str | None = None,
+    max_errors: int | None = None,
+    max_error_rate: float | None = None,
+) -> int:
+    """Queue an import of ``path`` (under BULKOPS_IMPORT_ROOT); returns the job id.
+
+    A path outside the import root is refused here, before any job exists.
+    """
+    _, relative = confine(path)
+    params = ImportParams(
+        path=relative,
+        table=table,
+        format=format or guess_format(path),
+        mode=mode,
+        dry_run=dry_run,
+        max_errors=max_errors,
+        max_error_rate=max_error_rate,
+    )
+    return _submit(JobKind.IMPORT, params.to_params(), key)
 
 
 def summary(job_id: int) -> JobSummary:

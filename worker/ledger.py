@@ -186,7 +186,9 @@ def record_chunk(
     """Add a committed chunk's counters; the last chunk finishes the job.
 
     Runs inside the chunk's own transaction, after its data and its
-    ``job_chunks`` row. Returns (chunks_done, chunks_total, state).
+    ``job_chunks`` row. A job past its error limits (``max_errors``,
+    ``max_error_rate`` in its params) ends ``failed``, naming the limit; what
+    committed stays. Returns (chunks_done, chunks_total, state).
     """
     row = session.execute(
         text(
@@ -210,12 +212,38 @@ def record_chunk(
                     WHEN state = 'running' AND chunks_done + 1 >= chunks_total THEN now()
                     ELSE finished_at END
             WHERE id = :id
-            RETURNING chunks_done, chunks_total, state
+            RETURNING chunks_done, chunks_total, state, rows_read, rows_rejected,
+                      params->'max_errors' AS max_errors, params->'max_error_rate' AS max_rate
             """
         ),
         {"id": job_id, "batch_s": batch_s, **asdict(counts)},
     ).one()
-    return int(row.chunks_done), row.chunks_total, str(row.state)
+    state = str(row.state)
+    limit = error_limit_passed(row.rows_read, row.rows_rejected, row.max_errors, row.max_rate)
+    if limit and state in ("running", "succeeded", "partially_succeeded"):
+        session.execute(
+            text(
+                "UPDATE jobs SET state = 'failed', error = :error, "
+                "finished_at = coalesce(finished_at, now()) WHERE id = :id"
+            ),
+            {"id": job_id, "error": limit},
+        )
+        state = "failed"
+    return int(row.chunks_done), row.chunks_total, state
+
+
+def error_limit_passed(
+    read: int, rejected: int, max_errors: int | None, max_rate: float | None
+) -> str | None:
+    """The error naming the limit a job has passed, or None."""
+    if max_errors is not None and rejected > max_errors:
+        return f"stopped: {rejected} rows rejected, more than --max-errors {max_errors}"
+    if max_rate is not None and read and rejected / read > max_rate:
+        return (
+            f"stopped: {rejected} of {read} rows rejected ({rejected / read:.2%}), "
+            f"more than --max-error-rate {max_rate}"
+        )
+    return None
 
 
 def add_counts(session: Session, job_id: int, counts: ChunkCounts) -> None:

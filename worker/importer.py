@@ -1,0 +1,181 @@
+"""Imports: plan a file into chunks, validate in Python, load set-based, recover.
+
+A chunk (one transaction) goes through three stages:
+
+1. parse + validate in Python (worker.parsing / worker.validation), then
+   resolve owners by email with one query per chunk; bad rows become rejects
+   without touching the database;
+2. load the rest set-based (worker.loader): an optimistic ``COPY`` straight
+   into the table, or, when that meets existing rows, staging + one join to
+   find conflicts + ``INSERT … SELECT``;
+3. anything still refused is isolated by bisection in savepoints.
+
+Every input row ends in exactly one counter: inserted, updated, skipped or
+rejected (``read`` is their sum).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session
+
+from worker import bulkload, loader, parsing, validation
+from worker.config import get_settings
+from worker.errors import ImportPathError, UsageError
+from worker.ledger import ChunkCounts, RejectedRow
+from worker.models import Job, JobKind
+from worker.runner import ChunkResult
+
+TABLES = ("todos", "users")
+FORMATS = ("csv", "jsonl")
+MODES = ("insert", "upsert", "skip")
+
+
+@dataclass(frozen=True)
+class ImportParams:
+    path: str  # relative to the import root
+    table: str = "todos"
+    format: str = "csv"
+    mode: str = "insert"
+    dry_run: bool = False
+    max_errors: int | None = None
+    max_error_rate: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.table not in TABLES:
+            raise UsageError(f"--table must be one of {', '.join(TABLES)}, not {self.table!r}")
+        if self.format not in FORMATS:
+            raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {self.format!r}")
+        if self.mode not in MODES:
+            raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
+        if self.max_errors is not None and self.max_errors < 0:
+            raise UsageError("--max-errors must be 0 or more")
+        if self.max_error_rate is not None and not 0 <= self.max_error_rate <= 1:
+            raise UsageError("--max-error-rate must be between 0 and 1")
+
+    def to_params(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "table": self.table,
+            "format": self.format,
+            "mode": self.mode,
+            "dry_run": self.dry_run,
+            "max_errors": self.max_errors,
+            "max_error_rate": self.max_error_rate,
+        }
+
+    @classmethod
+    def from_job(cls, job: Job) -> ImportParams:
+        p = job.params
+        return cls(
+            path=p["path"],
+            table=p["table"],
+            format=p["format"],
+            mode=p["mode"],
+            dry_run=bool(p.get("dry_run")),
+            max_errors=p.get("max_errors"),
+            max_error_rate=p.get("max_error_rate"),
+        )
+
+
+def guess_format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    return "jsonl" if suffix in {".jsonl", ".ndjson", ".json"} else "csv"
+
+
+def confine(path: str | Path, root: Path | None = None) -> tuple[Path, str]:
+    """The real file for ``path`` and its path relative to the import root.
+
+    Relative paths are taken from the root. ``..``, absolute paths outside the
+    root and symlinks that lead out are refused, as are non-regular files.
+    """
+    root = (root or get_settings().import_root).resolve()
+    candidate = Path(path)
+    if not candidate.is_absolute():
+        candidate = root / candidate
+    try:
+        real = candidate.resolve(strict=True)
+    except FileNotFoundError:
+        raise ImportPathError(f"{path}: no such file under the import root {root}") from None
+    except (OSError, RuntimeError) as exc:
+        raise ImportPathError(f"{path}: cannot be resolved: {exc}") from None
+    if not real.is_relative_to(root):
+        raise ImportPathError(
+            f"{path}: outside the import root {root} (set BULKOPS_IMPORT_ROOT); refused"
+        )
+    if not real.is_file():
+        raise ImportPathError(f"{path}: not a regular file")
+    if not os.access(real, os.R_OK):
+        raise ImportPathError(f"{path}: not readable")
+    return real, str(real.relative_to(root))
+
+
+class ImportOperation:
+    kind = JobKind.IMPORT.value
+
+    def plan(self, session: Session, job: Job) -> list[dict[str, Any]]:
+        p = ImportParams.from_job(job)
+        real, _ = confine(p.path)
+        header, _ = parsing.read_header(real, p.format)
+        if p.format == "csv":
+            validation.check_header(p.table, header)
+        spans = parsing.plan_chunks(real, p.format, get_settings().bulkops_chunk_size)
+        return [
+            {
+                "start": s.start,
+                "end": s.end,
+                "first_line": s.first_line,
+                "records": s.records,
+                "header": header if i == 0 else None,
+            }
+            for i, s in enumerate(spans)
+        ]
+
+    def run_chunk(self, session: Session, job: Job, spec: dict[str, Any]) -> ChunkResult:
+        p = ImportParams.from_job(job)
+        real, _ = confine(p.path)
+        header = job.params["chunks"][0]["header"] or []
+        span = parsing.ChunkSpan(
+            chunk_no=0,
+            start=int(spec["start"]),
+            end=int(spec["end"]),
+            first_line=int(spec["first_line"]),
+            records=int(spec["records"]),
+        )
+        records = list(parsing.read_chunk(real, p.format, span, header))
+        if p.table == "todos":
+            rows, errors = validation.validate_todos(records)
+            emails = [r.owner_email for r in rows]
+            ids = bulkload.owner_ids(session, emails)
+            known = [r for r in rows if r.owner_email in ids]
+            errors += [
+                validation.RowError(
+                    r.line, "owner_email", f"unknown owner {r.owner_email!r}", r.raw
+                )
+                for r in rows
+                if r.owner_email not in ids
+            ]
+            outcome = loader.load_todos(session, known, ids, p.mode, p.dry_run)
+        else:
+            users, errors = validation.validate_users(records)
+            outcome = loader.load_users(session, users, p.mode, p.dry_run)
+        rejects = [RejectedRow(e.line, e.column, e.reason, e.raw) for e in errors]
+        rejects += outcome.rejects
+        counts = ChunkCounts(
+            read=len(records),
+            inserted=outcome.inserted,
+            updated=outcome.updated,
+            skipped=outcome.skipped,
+            rejected=len(rejects),
+        )
+        assert counts.read == counts.inserted + counts.updated + counts.skipped + counts.rejected, (
+            f"row accounting broken: {counts}"
+        )
+        return ChunkResult(counts, rejects)
+
+
+IMPORT = ImportOperation()

@@ -1,0 +1,74 @@
+"""Export a job's rejected rows in the job's input format, ready to fix and re-import.
+
+CSV: the original columns, then ``_line`` and ``_error``; JSON Lines: the
+original object plus ``_line`` and ``_error``. Columns starting with ``_``
+are ignored on import, so the fixed file imports as it is.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from worker import ledger
+from worker.ledger import RejectedRow
+
+EXTRA_COLUMNS = ("_line", "_error")
+
+
+def _reason(r: RejectedRow) -> str:
+    return f"{r.column}: {r.reason}" if r.column else r.reason
+
+
+def _csv_fields(raw: str | None, width: int) -> list[str]:
+    """The record's fields, fitted to ``width`` columns without dropping text."""
+    if not raw:
+        return [""] * width
+    try:
+        fields = next(csv.reader([raw.replace("\r\n", "\n")]), [])
+    except csv.Error:
+        fields = [raw]
+    if len(fields) < width:
+        fields += [""] * (width - len(fields))
+    elif len(fields) > width and width:
+        fields = [*fields[: width - 1], ",".join(fields[width - 1 :])]
+    return fields
+
+
+def write_csv(rejects: list[RejectedRow], header: list[str], out: Path) -> None:
+    base = [i for i, c in enumerate(header) if not c.startswith("_")]
+    with out.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\r\n")
+        writer.writerow([header[i] for i in base] + list(EXTRA_COLUMNS))
+        for r in rejects:
+            fields = _csv_fields(r.raw, len(header))
+            writer.writerow([fields[i] for i in base] + [r.line or "", _reason(r)])
+
+
+def write_jsonl(rejects: list[RejectedRow], out: Path) -> None:
+    with out.open("w", encoding="utf-8") as f:
+        for r in rejects:
+            obj: dict[str, Any]
+            try:
+                parsed = json.loads(r.raw or "")
+                obj = {k: v for k, v in parsed.items() if not k.startswith("_")}
+            except (ValueError, AttributeError):
+                obj = {"_raw": r.raw}
+            obj["_line"], obj["_error"] = r.line, _reason(r)
+            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def export_rejects(job_id: int, out: Path) -> int:
+    """Write the job's rejects to ``out``; returns how many."""
+    summary = ledger.get_summary(job_id)
+    rejects = ledger.get_rejects(job_id)
+    fmt = summary.params.get("format", "csv")
+    chunks = summary.params.get("chunks") or [{}]
+    header = chunks[0].get("header") or []
+    if fmt == "jsonl":
+        write_jsonl(rejects, out)
+    else:
+        write_csv(rejects, header, out)
+    return len(rejects)

@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 TASK_MODULES = [
     "tasks.seeding",
     "tasks.imports",
+    "tasks.updates",
     "tasks.health",
     "tasks.maintenance",
 ]

@@ -180,6 +180,34 @@ def import_(
         finish_job(job_id, wait, as_json)
 
 
+@app.command("update-status")
+def update_status(
+    to: Annotated[str, typer.Option("--to", help="The new status.")],
+    from_: Annotated[
+        list[str] | None, typer.Option("--from", help="Only rows in this status (repeatable).")
+    ] = None,
+    owner: Annotated[str | None, typer.Option("--owner", help="Only this owner's todos.")] = None,
+    ids_file: Annotated[
+        str | None, typer.Option("--ids-file", help="Only these ids (one per line).")
+    ] = None,
+    created_before: Annotated[
+        str | None, typer.Option("--created-before", help="Only rows created before (ISO 8601).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would change; commit nothing.")
+    ] = False,
+    key: KeyOpt = None,
+    wait: WaitOpt = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change the status of many todos, in short batches, by the transition rules."""
+    with cli_errors():
+        job_id = client.submit_update_status(
+            to, from_ or (), owner, ids_file, created_before, dry_run, key
+        )
+        finish_job(job_id, wait, as_json)
+
+
 @app.command()
 def health(as_json: JsonOpt = False) -> None:
     """Check database, pool, Redis, queues and jobs now; exit 0 healthy, 1 not."""

@@ -7,18 +7,20 @@ carries only the job id) is sent; see :func:`worker.ledger.submit`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kombu.exceptions import KombuError
 
-from worker import ledger
+from worker import bulkload, ledger
+from worker.db import session_scope
 from worker.errors import BrokerUnavailable, UsageError
 from worker.importer import ImportParams, confine, guess_format
 from worker.ledger import JobSummary, RejectedRow
 from worker.models import JobKind
 from worker.queues import IMPORTS, UPDATES
 from worker.seeding import SeedParams
+from worker.updates import UpdateParams
 
 # Job kind -> (the job task that plans it, its queue).
 JOB_TASKS: dict[str, tuple[str, str]] = {
@@ -76,6 +78,36 @@ def submit_import(
         max_error_rate=max_error_rate,
     )
     return _submit(JobKind.IMPORT, params.to_params(), key)
+
+
+def submit_update_status(
+    to_status: str,
+    from_statuses: Sequence[str] = (),
+    owner_email: str | None = None,
+    ids_file: str | Path | None = None,
+    created_before: str | None = None,
+    dry_run: bool = False,
+    key: str | None = None,
+) -> int:
+    """Queue a bulk status update; returns the job id.
+
+    Unknown statuses, a malformed timestamp, an unknown owner or an ids file
+    outside the import root are refused here, before any job exists.
+    """
+    relative = confine(ids_file)[1] if ids_file is not None else None
+    params = UpdateParams(
+        to_status=to_status,
+        from_statuses=tuple(dict.fromkeys(from_statuses)),
+        owner_email=owner_email.strip().lower() if owner_email else None,
+        ids_file=relative,
+        created_before=created_before,
+        dry_run=dry_run,
+    )
+    if params.owner_email is not None:
+        with session_scope() as session:
+            if not bulkload.owner_ids(session, [params.owner_email]):
+                raise UsageError(f"--owner {owner_email!r}: no user with that email")
+    return _submit(JobKind.UPDATE_STATUS, params.to_params(), key)
 
 
 def summary(job_id: int) -> JobSummary:

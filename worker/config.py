@@ -37,6 +37,8 @@ class Settings(BaseSettings):
 
     bulkops_import_root: Path = Path(".")
     bulkops_chunk_size: int = Field(20_000, ge=1, le=1_000_000)
+    # Rows per status-update batch: one short transaction each (aim: well under 1 s).
+    bulkops_update_batch_size: int = Field(10_000, ge=1, le=1_000_000)
     bulkops_health_interval: float = Field(60.0, gt=0)
     bulkops_health_retention_days: float = Field(7.0, gt=0)
     # A job queued this long without a claim, or running without a heartbeat

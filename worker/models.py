@@ -65,7 +65,7 @@ STATUSES: tuple[str, ...] = tuple(s.value for s in TodoStatus)
 TRANSITIONS: dict[str, frozenset[str]] = {
     "active": frozenset({"in_progress", "completed", "archived"}),
     "in_progress": frozenset({"active", "completed", "archived"}),
-    "completed": frozenset({"active", "archived"}),
+    "completed": frozenset({"active", "in_progress", "archived"}),
     "archived": frozenset({"active"}),
 }
 

@@ -156,7 +156,9 @@ def run_chunk(
             },
         )
         ledger.add_rejects(session, job_id, chunk_no, result.rejects)
-        done, total, state = ledger.record_chunk(session, job_id, c, result.batch_s)
+        done, total, state = ledger.record_chunk(
+            session, job_id, c, elapsed if result.batch_s is None else result.batch_s
+        )
     logger.info(
         "chunk committed",
         extra={"job_id": job_id, "chunk": chunk_no, "rows": c.read, "elapsed_s": round(elapsed, 3)},

@@ -6,7 +6,7 @@ configuration, so importing ``worker`` never needs a broker.
 
 from __future__ import annotations
 
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from worker.config import get_settings
 from worker.queues import IMPORTS, MAINTENANCE, QUEUES, UPDATES
@@ -34,7 +34,13 @@ worker_cancel_long_running_tasks_on_connection_loss = True
 # outlives the Redis visibility timeout would be delivered again while it runs.
 task_soft_time_limit = _s.bulkops_task_soft_time_limit
 task_time_limit = _s.bulkops_task_time_limit
-broker_transport_options = {"visibility_timeout": _s.bulkops_visibility_timeout}
+broker_transport_options = {
+    "visibility_timeout": _s.bulkops_visibility_timeout,
+    # Sweep for messages of dead workers every 10 s (kombu's default scans only
+    # every 10th sweep); a message is restored once its visibility timeout passed.
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": 1,
+}
 result_backend_transport_options = {"visibility_timeout": _s.bulkops_visibility_timeout}
 result_expires = 24 * 3600
 
@@ -53,7 +59,11 @@ task_publish_retry_policy = {
 
 # Separate queues, so a health check never waits behind a million-row import.
 task_default_queue = MAINTENANCE
-task_queues = [Queue(name) for name in QUEUES]
+# Each queue has its own direct exchange and routing key: bound to one shared
+# default exchange and key, every message would be copied into every queue.
+task_queues = [Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES]
+task_default_exchange = MAINTENANCE
+task_default_routing_key = MAINTENANCE
 task_routes = {
     "tasks.imports.*": {"queue": IMPORTS},
     "tasks.seeding.*": {"queue": IMPORTS},

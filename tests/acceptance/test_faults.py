@@ -1,0 +1,185 @@
+"""Workers killed mid-job, two workers on one job, cancel: the data stays exact.
+
+Real ``celery -A worker worker`` subprocesses; a worker is killed with SIGKILL
+(its whole process group, pool children included), a new one is started, and
+the job must finish with the table identical to an undisturbed run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from worker import client, db
+from worker.demo import background, worker_command
+
+# Short limits so that a killed worker's unacknowledged chunk is delivered
+# again within seconds (soft < hard < visibility timeout still holds).
+FAST_REDELIVERY = {
+    "BULKOPS_TASK_SOFT_TIME_LIMIT": "20",
+    "BULKOPS_TASK_TIME_LIMIT": "25",
+    "BULKOPS_VISIBILITY_TIMEOUT": "30",
+    "BULKOPS_STUCK_AFTER_S": "30",
+}
+JOB_TIMEOUT_S = 240
+
+
+@contextlib.contextmanager
+def worker_proc(env: dict[str, str], log_dir: Path, concurrency: int = 2) -> Iterator[Any]:
+    name = f"faults-{uuid.uuid4().hex[:6]}"
+    with background([worker_command(name, concurrency)], env, log_dir) as procs:
+        yield procs[0]
+
+
+def _kill_group(proc: Any) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def _wait_for(predicate: Any, timeout: float = 120, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _users(n: int) -> list[str]:
+    emails = [f"user{i}@example.com" for i in range(n)]
+    with db.session_scope() as s:
+        s.execute(
+            text("INSERT INTO users (email, name) SELECT unnest(CAST(:e AS text[])), 'u'"),
+            {"e": emails},
+        )
+    return emails
+
+
+def _write_todos(path: Path, rows: int, emails: list[str]) -> set[tuple[str, str]]:
+    expected = set()
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["title", "status", "owner_email"])
+        for i in range(rows):
+            title, owner = f"todo number {i}", emails[i % len(emails)]
+            w.writerow([title, ("active", "completed")[i % 2], owner])
+            expected.add((title, owner))
+    return expected
+
+
+def _table() -> set[tuple[str, str]]:
+    with db.session_scope() as s:
+        return {
+            (str(t), str(e))
+            for t, e in s.execute(
+                text("SELECT t.title, u.email FROM todos t JOIN users u ON u.id = t.owner_id")
+            )
+        }
+
+
+def _chunks_done(job_id: int) -> int:
+    return client.summary(job_id).chunks_done
+
+
+def test_sigkill_mid_import_then_new_worker_finishes_exactly(
+    bulkops_env: dict[str, str], import_root: Path, tmp_path: Path
+) -> None:
+    # Given a 100k-row file (100 chunks of 1,000) and a worker
+    env = {**bulkops_env, **FAST_REDELIVERY}
+    expected = _write_todos(import_root / "big.csv", 100_000, _users(500))
+    job_id = client.submit_import("big.csv")
+    with worker_proc(env, tmp_path / "w1") as first:
+        # When the worker is killed with SIGKILL in the middle of the import
+        _wait_for(lambda: _chunks_done(job_id) >= 10, what="10 committed chunks")
+        _kill_group(first)
+    done_at_kill = _chunks_done(job_id)
+    assert 10 <= done_at_kill < 100, "the kill must land mid-job"
+    # Then a new worker finishes it: every row exactly once, counters exact
+    with worker_proc(env, tmp_path / "w2"):
+        summary = client.wait(job_id, timeout=JOB_TIMEOUT_S)
+    assert summary.state == "succeeded", summary.error
+    assert (summary.rows_read, summary.rows_inserted, summary.rows_rejected) == (
+        100_000,
+        100_000,
+        0,
+    )
+    assert summary.chunks_done == summary.chunks_total == 100
+    assert _table() == expected
+    with db.session_scope() as s:
+        assert s.execute(text("SELECT count(*) FROM todos")).scalar_one() == 100_000
+        assert s.execute(text("SELECT count(*) FROM job_chunks")).scalar_one() == 100
+
+
+def test_sigkill_mid_status_update_then_new_worker_finishes_exactly(
+    bulkops_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Given 60k active todos, updated in batches of 1,000
+    env = {**bulkops_env, **FAST_REDELIVERY, "BULKOPS_UPDATE_BATCH_SIZE": "1000"}
+    emails = _users(100)
+    with db.session_scope() as s:
+        s.execute(
+            text(
+                "INSERT INTO todos (title, status, owner_id) SELECT 't' || g, 'active', "
+                "(SELECT id FROM users ORDER BY id LIMIT 1 OFFSET g % :n) "
+                "FROM generate_series(1, 60000) g"
+            ),
+            {"n": len(emails)},
+        )
+    job_id = client.submit_update_status("completed", ["active"])
+    with worker_proc(env, tmp_path / "w1") as first:
+        # When the worker is killed mid-job
+        _wait_for(lambda: _chunks_done(job_id) >= 5, what="5 committed batches")
+        _kill_group(first)
+    assert _chunks_done(job_id) < 60, "the kill must land mid-job"
+    with worker_proc(env, tmp_path / "w2"):
+        summary = client.wait(job_id, timeout=JOB_TIMEOUT_S)
+    # Then every row was updated once: counted once, none missed
+    assert summary.state == "succeeded", summary.error
+    assert (summary.rows_read, summary.rows_updated, summary.rows_skipped) == (60_000, 60_000, 0)
+    assert summary.chunks_done == summary.chunks_total == 60
+    with db.session_scope() as s:
+        statuses = dict(s.execute(text("SELECT status, count(*) FROM todos GROUP BY status")).all())
+    assert statuses == {"completed": 60_000}
+
+
+def test_two_workers_share_one_import(
+    bulkops_env: dict[str, str], import_root: Path, tmp_path: Path
+) -> None:
+    # Given two worker processes on the same Redis and PostgreSQL
+    expected = _write_todos(import_root / "shared.csv", 30_000, _users(50))
+    with worker_proc(bulkops_env, tmp_path / "a"), worker_proc(bulkops_env, tmp_path / "b"):
+        # When one import of 30 chunks runs
+        summary = client.wait(client.submit_import("shared.csv"), timeout=JOB_TIMEOUT_S)
+    # Then both took chunks and the result is exact
+    assert summary.state == "succeeded", summary.error
+    assert summary.rows_inserted == 30_000
+    with db.session_scope() as s:
+        hosts = {r[0].split("@")[0] for r in s.execute(text("SELECT worker FROM job_chunks"))}
+    assert len(hosts) == 2, f"chunks ran on {hosts}"
+    assert _table() == expected
+
+
+def test_cancel_stops_after_current_chunk_and_keeps_committed_rows(
+    bulkops_env: dict[str, str], import_root: Path, tmp_path: Path
+) -> None:
+    _write_todos(import_root / "long.csv", 100_000, _users(100))
+    job_id = client.submit_import("long.csv")
+    with worker_proc(bulkops_env, tmp_path / "w", concurrency=1):
+        _wait_for(lambda: _chunks_done(job_id) >= 3, what="3 committed chunks")
+        # When the job is cancelled
+        assert client.cancel(job_id) == "cancelled"
+    # Then it stopped early (the chunk in flight may still commit, and counts),
+    # and what committed is in the table and counted
+    summary = client.summary(job_id)
+    assert summary.state == "cancelled"
+    assert 3 <= summary.chunks_done < 100
+    assert len(_table()) == summary.rows_inserted == summary.chunks_done * 1000

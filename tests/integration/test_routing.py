@@ -1,0 +1,42 @@
+"""Messages land in exactly one queue: the one their task is routed to."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from celery import Celery
+
+from worker.client import JOB_TASKS
+from worker.queues import IMPORTS, MAINTENANCE, QUEUES, UPDATES
+
+# A Redis database no worker of the test run consumes from.
+ROUTING_TEST_DB = 13
+
+
+def test_each_message_lands_in_its_own_queue_only(bulkops_env: dict[str, str]) -> None:
+    # Given our Celery configuration on a Redis database with no consumer
+    url = urlunsplit(urlsplit(bulkops_env["REDIS_URL"])._replace(path=f"/{ROUTING_TEST_DB}"))
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    import celeryconfig  # reads the settings: only once bulkops_env has set them
+
+    producer = Celery("routing-test")
+    producer.config_from_object(celeryconfig)
+    producer.conf.update(broker_url=url, result_backend=url)
+    # A worker declares its queues (and their bindings) when it starts.
+    with producer.connection_for_write() as conn:
+        for queue in producer.amqp.queues.values():
+            queue.bind(conn.default_channel).declare()
+    try:
+        # When one job message of each kind and one health check are sent
+        for name, queue_name in JOB_TASKS.values():
+            producer.send_task(name, args=[0], queue=queue_name)
+        producer.send_task("tasks.health.run_health_check")
+        # Then each queue holds exactly the messages routed to it (none copied)
+        depths = {q: client.llen(q) for q in QUEUES}
+        assert depths == {IMPORTS: 2, UPDATES: 1, MAINTENANCE: 1}
+    finally:
+        client.flushdb()
+        client.close()
+        producer.close()

@@ -6,7 +6,9 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
 
 from worker import db
 
@@ -33,3 +35,24 @@ def _engine_per_process(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _dispose_engine(**_: Any) -> None:
     db.dispose_engine()
+
+
+@worker_ready.connect
+def _check_connection_budget(sender: Any = None, **_: Any) -> None:
+    """Warn when all visible workers' pools cannot fit PostgreSQL's max_connections."""
+    from worker import budget
+    from worker.config import get_settings
+
+    try:
+        hostname = getattr(sender, "hostname", None)
+        replies = app.control.inspect(timeout=1.0).stats() or {}
+        others = {name: stats for name, stats in replies.items() if name != hostname}
+        concurrency = int(getattr(getattr(sender, "controller", None), "concurrency", 1) or 1)
+        settings = get_settings()
+        engine = create_engine(settings.sqlalchemy_url, poolclass=NullPool)
+        try:
+            budget.warn_if_over(budget.compute(settings, concurrency, others, engine))
+        finally:
+            engine.dispose()
+    except Exception as exc:  # never stop a worker over a check
+        logger.warning("connection budget not checked: %s", exc)

@@ -231,6 +231,24 @@ def health(as_json: JsonOpt = False) -> None:
         raise typer.Exit(EXIT_OK if report.healthy else EXIT_FAILED)
 
 
+@app.command()
+def metrics(
+    port: Annotated[int, typer.Option(help="Port for /metrics.")] = 9808,
+    address: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Serve Prometheus metrics (queue depths, jobs by state, latencies) until Ctrl-C."""
+    from worker import metrics as exporter
+    from worker.config import get_settings
+
+    with cli_errors():
+        get_settings()
+        err.print(f"serving Prometheus metrics on http://{address}:{port}/metrics", highlight=False)
+        try:
+            exporter.serve(port, address)
+        except KeyboardInterrupt:
+            pass
+
+
 @app.command("jobs")
 def list_jobs(
     limit: Annotated[int, typer.Option(help="How many, newest first.", min=1)] = 20,

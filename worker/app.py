@@ -45,7 +45,11 @@ def _check_connection_budget(sender: Any = None, **_: Any) -> None:
 
     try:
         hostname = getattr(sender, "hostname", None)
-        replies = app.control.inspect(timeout=1.0).stats() or {}
+        # A connection of its own, closed here: a pooled one left waiting on a
+        # BRPOP would be inherited by every pool process forked later, whose
+        # after-fork cleanup then blocks on it and never reports UP.
+        with app.connection_for_read() as conn:
+            replies = app.control.inspect(timeout=1.0, connection=conn).stats() or {}
         others = {name: stats for name, stats in replies.items() if name != hostname}
         concurrency = int(getattr(getattr(sender, "controller", None), "concurrency", 1) or 1)
         settings = get_settings()

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import psycopg2
 import sqlalchemy.exc as sa_exc
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.orm import SessionTransaction
@@ -26,6 +27,7 @@ from worker.errors import (
     DatabaseUnavailable,
     DataError,
     SchemaError,
+    StatementTimeout,
 )
 
 _engine: Engine | None = None
@@ -35,6 +37,7 @@ _engine_lock = threading.Lock()
 _CONFLICT_CODES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
 _UNAVAILABLE_PREFIXES = ("08", "57P")  # connection exceptions, admin shutdown / crash
 _SCHEMA_CODES = {"42P01", "42703"}  # undefined table / column
+_TIMEOUT_CODES = {"57014"}  # query_canceled: statement_timeout
 
 
 def build_engine(settings: Settings | None = None, **overrides: Any) -> Engine:
@@ -89,6 +92,8 @@ def translate(exc: BaseException) -> BulkopsError:
     message = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
     if code in _CONFLICT_CODES:
         return ConcurrencyConflict(message)
+    if code in _TIMEOUT_CODES:
+        return StatementTimeout(message)
     if code.startswith(_UNAVAILABLE_PREFIXES):
         return DatabaseUnavailable(message)
     if code in _SCHEMA_CODES:
@@ -96,6 +101,10 @@ def translate(exc: BaseException) -> BulkopsError:
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return DatabaseUnavailable(message)
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+        return DatabaseUnavailable(message)
+    # Raw psycopg2 errors (e.g. from copy_expert) are not wrapped by SQLAlchemy: a
+    # connection lost mid-COPY has no SQLSTATE and must stay retryable.
+    if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
         return DatabaseUnavailable(message)
     if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError):
         return DataError(message)

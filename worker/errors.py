@@ -38,6 +38,10 @@ class ConcurrencyConflict(RetryableError):
     """A serialization failure, deadlock or lock timeout; retry the batch."""
 
 
+class StatementTimeout(RetryableError):
+    """A statement ran past the chunk's statement_timeout (set under the soft time limit)."""
+
+
 # --- permanent -----------------------------------------------------------------
 
 

@@ -204,6 +204,25 @@ class JobChunk(SQLModel, table=True):
     committed_at: datetime | None = _created_at()
 
 
+class JobChunkStart(SQLModel, table=True):
+    """Starts of a chunk that have not (yet) ended: committed in their own transaction.
+
+    A chunk whose worker dies (SIGKILL, OOM, hard time limit) leaves its start
+    counted; past ``BULKOPS_MAX_ATTEMPTS`` the job fails instead of looping.
+    """
+
+    __tablename__ = "job_chunk_starts"
+
+    job_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    )
+    chunk_no: int = Field(sa_column=Column(Integer, primary_key=True))
+    unfinished: int = Field(
+        default=0, sa_column=Column(Integer, nullable=False, server_default="0")
+    )
+    started_at: datetime | None = _created_at()
+
+
 class JobReject(SQLModel, table=True):
     """One row per rejected input row: where it was, why, and its original text."""
 

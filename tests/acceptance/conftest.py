@@ -27,6 +27,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from acceptance_support import without
+from celery_producers import point_producers_at
 
 from worker.demo import background, worker_command
 from worker.queues import QUEUES
@@ -102,18 +103,6 @@ def _purge(redis_url: str) -> None:
         client.delete(*QUEUES, "unacked", "unacked_index")
 
 
-def _set_producer_broker(broker_url: str) -> None:
-    from worker.app import app
-
-    app.conf.broker_url = broker_url
-    # Celery caches the producer's connection pool (keyed by broker URL) on first
-    # use; forget it, as Celery itself does after a fork, so the next send uses
-    # the new URL. An in-process worker keeps its own, already open connection.
-    app._pool = None
-    with contextlib.suppress(AttributeError, KeyError):
-        app.__dict__["amqp"]._producer_pool = None
-
-
 @contextlib.contextmanager
 def in_process_producers_on(broker_url: str) -> Iterator[None]:
     """Send this process's jobs (``worker.client``) to ``broker_url``, then switch back.
@@ -128,11 +117,11 @@ def in_process_producers_on(broker_url: str) -> Iterator[None]:
     if before == broker_url:
         yield
         return
-    _set_producer_broker(broker_url)
+    point_producers_at(broker_url)
     try:
         yield
     finally:
-        _set_producer_broker(before)
+        point_producers_at(before)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from celery_producers import point_producers_at
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +21,7 @@ def celery_worker_thread(redis_available: str, service_urls: Any) -> Iterator[An
     os.environ.setdefault("DATABASE_URL", service_urls.admin_database_url)
     os.environ["REDIS_URL"] = redis_available
     reset_settings()
-    app.conf.update(broker_url=redis_available, result_backend=redis_available)
+    point_producers_at(redis_available)
     app.loader.import_default_modules()
     with start_worker(
         app,
@@ -35,6 +36,7 @@ def celery_worker_thread(redis_available: str, service_urls: Any) -> Iterator[An
 
 
 @pytest.fixture
-def worker(bulkops_env: dict[str, str], celery_worker_thread: Any) -> Any:
+def worker(bulkops_env: dict[str, str], celery_worker_thread: Any, redis_available: str) -> Any:
     """A running worker, and a fresh migrated database for this test."""
+    point_producers_at(redis_available)  # another layer may have re-pointed them
     return celery_worker_thread

@@ -57,6 +57,8 @@ def test_metrics_report_queue_depths_and_jobs_by_state(
         client.delete("imports")
         client.close()
     # Then the depths, the jobs by state and health are there
+    failing = [line for line in body.splitlines() if line.startswith("bulkops_check_ok")]
+    assert "bulkops_healthy 1.0" in body, failing
     assert 'bulkops_queue_depth{queue="imports"} 2.0' in body
     assert 'bulkops_queue_depth{queue="updates"} 0.0' in body
     assert 'bulkops_jobs{state="succeeded"} 2.0' in body

@@ -1,0 +1,161 @@
+"""Unit tests for celeryconfig: the Celery settings DESIGN.md calls not optional.
+
+The module is reloaded with a known environment and read through a fresh
+Celery app, so the assertions are about what Celery itself will use (a
+misspelt setting name would fall back to Celery's default and fail here).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from worker.config import reset_settings
+
+REDIS = "redis://127.0.0.1:6379/15"
+
+
+@pytest.fixture
+def config(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    for name in list(os.environ):
+        if name.upper().startswith(("CELERY_", "BULKOPS_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    monkeypatch.setenv("REDIS_URL", REDIS)
+    reset_settings()
+    import celeryconfig
+
+    yield importlib.reload(celeryconfig)
+    reset_settings()
+
+
+@pytest.fixture
+def conf(config: ModuleType) -> Iterator[Any]:
+    app = Celery("bulkops-config-test", set_as_current=False)
+    app.config_from_object(config)
+    yield app.conf
+    app.close()
+
+
+def test_urls_come_from_settings(conf: Any) -> None:
+    assert conf.broker_url == REDIS
+    assert conf.result_backend == REDIS
+
+
+def test_json_only_no_pickle(conf: Any) -> None:
+    assert conf.accept_content == ["json"]
+    assert conf.result_accept_content == ["json"]
+    assert conf.task_serializer == "json"
+    assert conf.result_serializer == "json"
+    assert conf.event_serializer == "json"
+
+
+def test_late_acks_and_redelivery_on_worker_loss(conf: Any) -> None:
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss is True
+
+
+def test_time_limits_are_below_the_visibility_timeout_for_broker_and_backend(
+    conf: Any,
+) -> None:
+    soft, hard = conf.task_soft_time_limit, conf.task_time_limit
+    broker_vt = conf.broker_transport_options["visibility_timeout"]
+    backend_vt = conf.result_backend_transport_options["visibility_timeout"]
+    assert (soft, hard, broker_vt, backend_vt) == (600, 900, 3600, 3600)
+    assert soft < hard < broker_vt
+    assert hard < backend_vt
+
+
+def test_time_limits_follow_the_environment(
+    monkeypatch: pytest.MonkeyPatch, config: ModuleType
+) -> None:
+    # Given other limits in the environment
+    monkeypatch.setenv("BULKOPS_TASK_SOFT_TIME_LIMIT", "100")
+    monkeypatch.setenv("BULKOPS_TASK_TIME_LIMIT", "200")
+    monkeypatch.setenv("BULKOPS_VISIBILITY_TIMEOUT", "300")
+    reset_settings()
+    # When celeryconfig is read again
+    reloaded = importlib.reload(config)
+    # Then it carries them, for the broker and the result backend alike
+    assert (reloaded.task_soft_time_limit, reloaded.task_time_limit) == (100, 200)
+    assert reloaded.broker_transport_options["visibility_timeout"] == 300
+    assert reloaded.result_backend_transport_options["visibility_timeout"] == 300
+    # and the next test sees the defaults again
+    monkeypatch.delenv("BULKOPS_TASK_SOFT_TIME_LIMIT")
+    monkeypatch.delenv("BULKOPS_TASK_TIME_LIMIT")
+    monkeypatch.delenv("BULKOPS_VISIBILITY_TIMEOUT")
+    reset_settings()
+    assert importlib.reload(config).task_time_limit == 900
+
+
+def test_events_on_for_flower(conf: Any) -> None:
+    assert conf.worker_send_task_events is True
+    assert conf.task_send_sent_event is True
+    assert conf.task_track_started is True
+
+
+def test_three_queues(conf: Any) -> None:
+    names = sorted(q.name for q in conf.task_queues)
+    assert names == ["imports", "maintenance", "updates"]
+    assert conf.task_default_queue == "maintenance"
+
+
+@pytest.mark.parametrize(
+    ("task", "queue"),
+    [
+        ("tasks.seeding.run_seed", "imports"),
+        ("tasks.seeding.seed_chunk", "imports"),
+        ("tasks.imports.run_import", "imports"),
+        ("tasks.imports.import_chunk", "imports"),
+        ("tasks.updates.run_update", "updates"),
+        ("tasks.updates.update_chunk", "updates"),
+        ("tasks.health.run_health_check", "maintenance"),
+        ("tasks.maintenance.recover_stuck_jobs", "maintenance"),
+    ],
+)
+def test_routes_send_each_kind_of_task_to_its_queue(
+    config: ModuleType, task: str, queue: str
+) -> None:
+    # Resolved by Celery's own router, as a producer would send it.
+    app = Celery("bulkops-route-test", set_as_current=False)
+    app.config_from_object(config)
+    try:
+        route = app.amqp.router.route({}, task)
+        assert route["queue"].name == queue
+    finally:
+        app.close()
+
+
+def test_beat_runs_health_and_recovery_on_the_maintenance_queue(conf: Any) -> None:
+    schedule = conf.beat_schedule
+    tasks = {entry["task"]: entry for entry in schedule.values()}
+    assert set(tasks) == {"tasks.health.run_health_check", "tasks.maintenance.recover_stuck_jobs"}
+    assert tasks["tasks.health.run_health_check"]["schedule"] == 60.0
+    for entry in tasks.values():
+        assert entry["options"]["queue"] == "maintenance"
+
+
+def test_registered_tasks_are_namespaced_by_module(config: ModuleType) -> None:
+    # Given the real application with its task modules imported
+    from worker.app import TASK_MODULES, app
+
+    app.loader.import_default_modules()
+    ours = {name: task for name, task in app.tasks.items() if name.startswith("tasks.")}
+    # Then every module contributes tasks, each named after its module and function
+    assert {name.rsplit(".", 1)[0] for name in ours} == set(TASK_MODULES)
+    for name, task in ours.items():
+        assert name == f"{task.__module__}.{task.run.__name__}", name
+    assert {
+        "tasks.seeding.run_seed",
+        "tasks.seeding.seed_chunk",
+        "tasks.health.run_health_check",
+        "tasks.maintenance.recover_stuck_jobs",
+    } <= set(ours)

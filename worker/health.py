@@ -66,17 +66,20 @@ def check_database(engine: Engine) -> Check:
 
 
 def check_pool(engine: Engine) -> Check:
-    pool: Any = engine.pool
-    data = {
-        "size": pool.size(),
-        "checked_out": pool.checkedout(),
-        "overflow": pool.overflow(),
-        "checked_in": pool.checkedin(),
-    }
-    max_open = pool.size() + max(0, getattr(pool, "_max_overflow", 0))
-    ok = data["checked_out"] < max_open
-    detail = f"{data['checked_out']} of {max_open} connections checked out"
-    return Check("pool", ok, detail + ("" if ok else " (pool exhausted)"), data)
+    def run() -> Check:
+        pool: Any = engine.pool
+        data = {
+            "size": pool.size(),
+            "checked_out": pool.checkedout(),
+            "overflow": pool.overflow(),
+            "checked_in": pool.checkedin(),
+        }
+        max_open = pool.size() + max(0, getattr(pool, "_max_overflow", 0))
+        ok = data["checked_out"] < max_open
+        detail = f"{data['checked_out']} of {max_open} connections checked out"
+        return Check("pool", ok, detail + ("" if ok else " (pool exhausted)"), data)
+
+    return _guard("pool", run)
 
 
 def redis_client(settings: Settings) -> redis.Redis:
@@ -114,7 +117,7 @@ def check_jobs(engine: Engine, stuck_after_s: float) -> Check:
             }
             stuck = session.execute(
                 text(
-                    "SELECT count(*) FILTER (WHERE state = 'queued' AND created_at < cutoff), "
+                    "SELECT count(*) FILTER (WHERE state = 'queued' AND updated_at < cutoff), "
                     "count(*) FILTER (WHERE state = 'running' AND heartbeat_at < cutoff) "
                     "FROM jobs, (SELECT now() - make_interval(secs => :s) AS cutoff) c "
                     "WHERE state IN ('queued', 'running')"

@@ -6,6 +6,7 @@ import socket
 from typing import Any
 
 import pytest
+from jobs_support import backdate
 from sqlalchemy import text
 
 from worker import health, ledger
@@ -141,14 +142,7 @@ def test_job_stuck_queued_is_not_ok() -> None:
     # Given a job queued an hour ago that no worker ever claimed
     stuck = ledger.submit("seed", {}, no_send)
     ledger.submit("seed", {}, no_send)  # and a fresh one
-    with session_scope() as s:
-        s.execute(
-            text(
-                "UPDATE jobs SET created_at = now() - interval '1 hour', "
-                "updated_at = now() - interval '1 hour' WHERE id = :id"
-            ),
-            {"id": stuck},
-        )
+    backdate(stuck, 3600, "created_at", "updated_at")
     report = health.run_checks()
     jobs = by_name(report)["jobs"]
     assert report.healthy is False

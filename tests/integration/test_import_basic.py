@@ -55,7 +55,9 @@ def test_csv_import_with_bad_rows(worker: Any, import_root: Path) -> None:
 def test_reimport_modes(worker: Any, import_root: Path) -> None:
     _seed_owners("ann@example.com")
     path = import_root / "t.csv"
-    path.write_text("title,status,owner_email\nA,active,ann@example.com\nB,active,ann@example.com\n")
+    path.write_text(
+        "title,status,owner_email\nA,active,ann@example.com\nB,active,ann@example.com\n"
+    )
     assert client.wait(client.submit_import("t.csv"), timeout=60).rows_inserted == 2
     path.write_text(
         "title,status,owner_email\nA,completed,ann@example.com\nB,active,ann@example.com\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from jobs_support import backdate
 from sqlalchemy import text
 
 from worker import ledger
@@ -37,19 +38,6 @@ def job_row(job_id: int) -> Job:
         job = s.get(Job, job_id)
         assert job is not None
         return job
-
-
-def backdate(job_id: int, seconds: int, *columns: str) -> None:
-    """Move timestamps into the past, as if time had passed.
-
-    The updated_at trigger would overwrite updated_at with now(), so it is
-    switched off for this one statement (inside the same transaction).
-    """
-    sets = ", ".join(f"{c} = now() - make_interval(secs => :s)" for c in columns)
-    with session_scope() as s:
-        s.execute(text("ALTER TABLE jobs DISABLE TRIGGER jobs_touch_updated_at"))
-        s.execute(text(f"UPDATE jobs SET {sets} WHERE id = :id"), {"id": job_id, "s": seconds})
-        s.execute(text("ALTER TABLE jobs ENABLE TRIGGER jobs_touch_updated_at"))
 
 
 def queued_job(age_s: int = 0) -> int:

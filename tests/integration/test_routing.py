@@ -21,7 +21,7 @@ def test_each_message_lands_in_its_own_queue_only(bulkops_env: dict[str, str]) -
     client.flushdb()
     import celeryconfig  # reads the settings: only once bulkops_env has set them
 
-    producer = Celery("routing-test")
+    producer = Celery("routing-test", set_as_current=False)
     producer.config_from_object(celeryconfig)
     producer.conf.update(broker_url=url, result_backend=url)
     # A worker declares its queues (and their bindings) when it starts.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from jobs_support import backdate
 from sqlalchemy import text
 
 from worker import client, ledger
@@ -31,16 +32,7 @@ def test_health_task_reports_healthy_and_records_a_row(worker: Any) -> None:
 def test_recovery_task_resends_a_job_whose_message_was_lost(worker: Any) -> None:
     # Given a seed job whose message never reached Redis, queued for an hour
     job_id = ledger.submit("seed", {"users": 4, "todos_per_user": 3, "random_seed": 5}, _lost)
-    with session_scope() as s:
-        s.execute(text("ALTER TABLE jobs DISABLE TRIGGER jobs_touch_updated_at"))
-        s.execute(
-            text(
-                "UPDATE jobs SET created_at = now() - interval '1 hour', "
-                "updated_at = now() - interval '1 hour' WHERE id = :id"
-            ),
-            {"id": job_id},
-        )
-        s.execute(text("ALTER TABLE jobs ENABLE TRIGGER jobs_touch_updated_at"))
+    backdate(job_id, 3600, "created_at", "updated_at")
     # When beat's recovery task runs
     outcome = app.send_task("tasks.maintenance.recover_stuck_jobs", queue=MAINTENANCE)
     assert outcome.get(timeout=60) == {"resent": [job_id], "failed": []}

@@ -1,0 +1,20 @@
+"""Helpers for tests that need jobs to look old."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from worker.db import session_scope
+
+
+def backdate(job_id: int, seconds: int, *columns: str) -> None:
+    """Move timestamps into the past, as if time had passed.
+
+    The updated_at trigger would overwrite updated_at with now(), so it is
+    switched off for this one statement (inside the same transaction).
+    """
+    sets = ", ".join(f"{c} = now() - make_interval(secs => :s)" for c in columns)
+    with session_scope() as s:
+        s.execute(text("ALTER TABLE jobs DISABLE TRIGGER jobs_touch_updated_at"))
+        s.execute(text(f"UPDATE jobs SET {sets} WHERE id = :id"), {"id": job_id, "s": seconds})
+        s.execute(text("ALTER TABLE jobs ENABLE TRIGGER jobs_touch_updated_at"))

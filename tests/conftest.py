@@ -22,12 +22,12 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from redis_claims import claimed_db, refresh
 from sqlalchemy import create_engine, text
 
 from worker.config import sqlalchemy_url
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-TEST_REDIS_DB = 15  # keep away from whatever else uses the local Redis
 
 
 def _answers(host: str, port: int) -> bool:
@@ -70,7 +70,10 @@ def service_urls() -> Iterator[ServiceUrls]:
                 db_url = stack.enter_context(embedded_postgres(tmp / "pgdata"))
         if not redis_url:
             if _answers("127.0.0.1", 6379):
-                redis_url = f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
+                # A database of this session's own: parallel runs never share queues.
+                redis_url = stack.enter_context(claimed_db("redis://127.0.0.1:6379/0"))
+                if redis_url is None:
+                    unavailable("every Redis database on 127.0.0.1:6379 is claimed by other runs")
             else:
                 from worker.embedded import embedded_redis
 
@@ -109,6 +112,18 @@ def redis_available(service_urls: ServiceUrls) -> str:
     finally:
         client.close()
     return service_urls.redis_url
+
+
+@pytest.fixture(scope="session")
+def idle_redis_url(redis_available: str) -> Iterator[str]:
+    """Another Redis database claimed for this session, which no worker consumes."""
+    from urllib.parse import urlsplit
+
+    with claimed_db(redis_available) as url:
+        if url is None or urlsplit(redis_available).scheme not in {"redis", "rediss"}:
+            unavailable("no idle Redis database to claim")
+        assert url is not None
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -182,6 +197,7 @@ def bulkops_env(
             monkeypatch.setenv(key, value)
         reset_settings()
         db.dispose_engine()
+        refresh(redis_available)
         _purge_queues(redis_available)
         yield {**os.environ, **env}
         db.dispose_engine()

@@ -15,29 +15,24 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 from acceptance_support import without
 from celery_producers import point_producers_at
+from redis_claims import claimed_db, refresh
 
 from worker.demo import background, worker_command
 from worker.queues import QUEUES
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
-# Databases this layer may claim; 15 belongs to the other test layers, 0 to people.
-ACCEPTANCE_REDIS_DBS = range(14, 0, -1)
-LOCK_KEY = "bulkops:acceptance:lock"
-LOCK_TTL_S = 900  # refreshed by every test; longer than the 300 s test timeout
 WORKER_READY_TIMEOUT_S = 90.0
 LOG_TAIL_LINES = 60
 
@@ -52,48 +47,18 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _redis_db_url(url: str, db: int) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
-
-
-def _others_connected(client: Any, db: int) -> bool:
-    """Whether another client (a leftover worker, a benchmark) is on database ``db``."""
-    import redis
-
-    try:
-        me = int(client.client_id())
-        return any(int(c.get("db", -1)) == db and int(c["id"]) != me for c in client.client_list())
-    except redis.RedisError:  # CLIENT LIST not allowed here: rely on the lock alone
-        return False
-
-
 @pytest.fixture(scope="session")
-def acceptance_redis(redis_available: str) -> Iterator[tuple[str, str]]:
-    """(url, lock token) of a Redis database claimed for this run."""
-    import redis
-
+def acceptance_redis(redis_available: str) -> Iterator[str]:
+    """A Redis database claimed for this layer (the integration layer's worker
+    thread consumes the session's own database)."""
     if urlsplit(redis_available).scheme not in {"redis", "rediss"}:
-        yield redis_available, ""  # cannot choose a database on this URL
+        yield redis_available  # cannot choose a database on this URL
         return
-    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
-    claimed = None
-    for db in ACCEPTANCE_REDIS_DBS:
-        url = _redis_db_url(redis_available, db)
-        with contextlib.closing(redis.Redis.from_url(url)) as client:
-            if not _others_connected(client, db) and client.set(
-                LOCK_KEY, token, nx=True, ex=LOCK_TTL_S
-            ):
-                claimed = url
-                break
-    if claimed is None:
-        unavailable("every Redis database for acceptance tests is held by another run")
-    assert claimed is not None
-    try:
-        yield claimed, token
-    finally:
-        with contextlib.closing(redis.Redis.from_url(claimed)) as client:
-            if client.get(LOCK_KEY) == token.encode():
-                client.delete(LOCK_KEY)
+    with claimed_db(redis_available) as url:
+        if url is None:
+            unavailable("every Redis database for acceptance tests is held by another run")
+        assert url is not None
+        yield url
 
 
 def _purge(redis_url: str) -> None:
@@ -127,20 +92,16 @@ def in_process_producers_on(broker_url: str) -> Iterator[None]:
 @pytest.fixture
 def bulkops_env(
     bulkops_env: dict[str, str],
-    acceptance_redis: tuple[str, str],
+    acceptance_redis: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[dict[str, str]]:
     """The shared ``bulkops_env`` (fresh migrated database), on this layer's Redis database."""
-    import redis
 
     from worker import db
     from worker.config import reset_settings
 
-    url, token = acceptance_redis
-    if token:
-        with contextlib.closing(redis.Redis.from_url(url)) as client:
-            if client.get(LOCK_KEY) == token.encode():
-                client.expire(LOCK_KEY, LOCK_TTL_S)
+    url = acceptance_redis
+    refresh(url)
     monkeypatch.setenv("REDIS_URL", url)
     for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
         monkeypatch.delenv(name, raising=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import urllib.request
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
@@ -18,20 +17,16 @@ def _scrape(registry: CollectorRegistry) -> str:
     return generate_latest(registry).decode()
 
 
-# A Redis database no worker of the test run consumes from: a worker thread
-# of the integration layer would take the messages this test counts.
-IDLE_REDIS_DB = 13
-
-
 def test_metrics_report_queue_depths_and_jobs_by_state(
-    bulkops_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    bulkops_env: dict[str, str], idle_redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import redis
 
     from worker.config import reset_settings
 
     # Given two messages waiting in the imports queue and jobs in two states
-    url = urlunsplit(urlsplit(bulkops_env["REDIS_URL"])._replace(path=f"/{IDLE_REDIS_DB}"))
+    # (on a Redis database no worker consumes: the worker thread would take them)
+    url = idle_redis_url
     monkeypatch.setenv("REDIS_URL", url)
     reset_settings()
     client = redis.Redis.from_url(url)

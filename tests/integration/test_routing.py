@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 import redis
 from celery import Celery
 
 from worker.client import JOB_TASKS
 from worker.queues import IMPORTS, MAINTENANCE, QUEUES, UPDATES
 
-# A Redis database no worker of the test run consumes from.
-ROUTING_TEST_DB = 13
 
-
-def test_each_message_lands_in_its_own_queue_only(bulkops_env: dict[str, str]) -> None:
+def test_each_message_lands_in_its_own_queue_only(
+    bulkops_env: dict[str, str], idle_redis_url: str
+) -> None:
     # Given our Celery configuration on a Redis database with no consumer
-    url = urlunsplit(urlsplit(bulkops_env["REDIS_URL"])._replace(path=f"/{ROUTING_TEST_DB}"))
+    url = idle_redis_url
     client = redis.Redis.from_url(url)
-    client.flushdb()
+    client.delete(*QUEUES)
     import celeryconfig  # reads the settings: only once bulkops_env has set them
 
     producer = Celery("routing-test", set_as_current=False)
@@ -37,6 +34,6 @@ def test_each_message_lands_in_its_own_queue_only(bulkops_env: dict[str, str]) -
         depths = {q: client.llen(q) for q in QUEUES}
         assert depths == {IMPORTS: 2, UPDATES: 1, MAINTENANCE: 1}
     finally:
-        client.flushdb()
+        client.delete(*QUEUES)
         client.close()
         producer.close()

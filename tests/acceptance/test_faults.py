@@ -238,3 +238,45 @@ def test_poison_chunk_fails_the_job_after_the_bound_instead_of_looping(
     assert "started 3 times" in summary.error
     assert kills == 3
     assert len(_table()) == summary.rows_inserted == 0
+
+
+def test_chunk_past_the_soft_time_limit_is_stopped_and_retried_without_doubling(
+    bulkops_env: dict[str, str], import_root: Path, tmp_path: Path
+) -> None:
+    from sqlalchemy import create_engine
+
+    from worker.config import sqlalchemy_url
+
+    # Given a soft time limit of 2 s and a chunk that waits on a lock longer than that
+    env = {
+        **bulkops_env,
+        "BULKOPS_TASK_SOFT_TIME_LIMIT": "2",
+        "BULKOPS_TASK_TIME_LIMIT": "20",
+        "BULKOPS_VISIBILITY_TIMEOUT": "60",
+    }
+    expected = _write_todos(import_root / "slow.csv", 800, _users(8))
+    locker = create_engine(sqlalchemy_url(bulkops_env["DATABASE_URL"])).connect()
+    trans = locker.begin()
+    locker.execute(text("LOCK TABLE todos IN ACCESS EXCLUSIVE MODE"))
+    logs = tmp_path / "w"
+    try:
+        job_id = client.submit_import("slow.csv")
+        with worker_proc(env, logs, concurrency=1):
+            # When the chunk is stopped at the limit (the database cancels its
+            # statement just before it) and the lock is released afterwards
+            _wait_for(
+                lambda: "retrying" in "".join(p.read_text() for p in logs.glob("*.log")),
+                what="the chunk to be stopped and retried",
+            )
+            trans.rollback()
+            summary = client.wait(job_id, timeout=JOB_TIMEOUT_S)
+    finally:
+        with contextlib.suppress(Exception):
+            trans.rollback()
+        locker.close()
+    # Then the retry loaded every row exactly once
+    assert summary.state == "succeeded", summary.error
+    assert (summary.rows_read, summary.rows_inserted) == (800, 800)
+    assert _table() == expected
+    log_text = "".join(p.read_text() for p in logs.glob("*.log"))
+    assert "statement timeout" in log_text

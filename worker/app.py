@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -13,6 +14,8 @@ from sqlalchemy.pool import NullPool
 from worker import db
 
 logger = logging.getLogger(__name__)
+
+GC_THRESHOLD = 100_000  # allocations before a young-generation collection (default 700)
 
 TASK_MODULES = [
     "tasks.seeding",
@@ -30,6 +33,10 @@ app.config_from_object("celeryconfig")
 def _engine_per_process(**_: Any) -> None:
     """A forked pool process builds its own engine: pooled sockets never cross a fork."""
     db.init_engine()
+    # Chunks allocate hundreds of thousands of short-lived objects (rows, records)
+    # and no cycles worth collecting per row: with the default threshold the
+    # cyclic GC ran constantly (measured: ~3 us of 13-17 us of Python per row).
+    gc.set_threshold(GC_THRESHOLD, 50, 100)
 
 
 @worker_process_shutdown.connect

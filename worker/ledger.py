@@ -200,7 +200,7 @@ def record_chunk(
                 rows_skipped = rows_skipped + :skipped,
                 rows_rejected = rows_rejected + :rejected,
                 chunks_done = chunks_done + 1,
-                heartbeat_at = now(),
+                heartbeat_at = clock_timestamp(),
                 longest_batch_s = CASE WHEN CAST(:batch_s AS float8) IS NULL THEN longest_batch_s
                     ELSE greatest(coalesce(longest_batch_s, 0), :batch_s) END,
                 state = CASE
@@ -209,7 +209,8 @@ def record_chunk(
                              ELSE 'succeeded' END
                     ELSE state END,
                 finished_at = CASE
-                    WHEN state = 'running' AND chunks_done + 1 >= chunks_total THEN now()
+                    WHEN state = 'running' AND chunks_done + 1 >= chunks_total
+                    THEN clock_timestamp()
                     ELSE finished_at END
             WHERE id = :id
             RETURNING chunks_done, chunks_total, state, rows_read, rows_rejected,
@@ -263,7 +264,7 @@ def finish_if_complete(session: Session, job_id: int) -> str:
     """Finish a running job whose chunks are all done (e.g. a job with zero chunks)."""
     row = session.execute(
         text(
-            "UPDATE jobs SET finished_at = now(), state = CASE WHEN rows_rejected > 0 "
+            "UPDATE jobs SET finished_at = clock_timestamp(), state = CASE WHEN rows_rejected > 0 "
             "THEN 'partially_succeeded' ELSE 'succeeded' END "
             "WHERE id = :id AND state = 'running' AND chunks_done >= chunks_total "
             "RETURNING state"
@@ -299,7 +300,7 @@ def cancel(job_id: int) -> str:
                 UPDATE jobs SET cancel_requested = true,
                     state = CASE WHEN state IN ('queued', 'running') THEN 'cancelled'
                                  ELSE state END,
-                    finished_at = CASE WHEN state IN ('queued', 'running') THEN now()
+                    finished_at = CASE WHEN state IN ('queued', 'running') THEN clock_timestamp()
                                        ELSE finished_at END
                 WHERE id = :id RETURNING state
                 """

@@ -42,6 +42,11 @@ from worker.validation import TodoRow, UserRow
 
 SAVEPOINT_BUDGET = 48
 
+# Per process and table: the last chunk met existing rows, so the next one goes
+# to staging first instead of paying for an optimistic COPY that will fail
+# (re-imports and upserts conflict on every chunk; a fresh load never does).
+_stage_first: dict[str, bool] = {}
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -149,17 +154,24 @@ def _load(
     mode: str,
 ) -> LoadOutcome:
     budget = _Budget()
-    budget.take()
-    try:
-        with savepoint(session):
-            inserted = copy_rows(session, spec.table, spec.columns, _with_defaults(spec, records))
-        return LoadOutcome(inserted=inserted)
-    except DataError:
-        pass  # something conflicts: find out what, set-based
+    if not _stage_first.get(spec.table):
+        budget.take()
+        try:
+            with savepoint(session):
+                inserted = copy_rows(
+                    session, spec.table, spec.columns, _with_defaults(spec, records)
+                )
+            return LoadOutcome(inserted=inserted)
+        except DataError:
+            # Something conflicts: find out what, set-based. The next chunks of
+            # this process go to staging directly until one finds no conflict.
+            _stage_first[spec.table] = True
     _stage(session, spec, records)
     outcome = LoadOutcome()
-    for _ in range(3):
-        _resolve_conflicts(session, spec, raw, mode, outcome)
+    for attempt in range(3):
+        found = _resolve_conflicts(session, spec, raw, mode, outcome)
+        if attempt == 0 and not found:
+            _stage_first[spec.table] = False
         budget.take()
         try:
             with savepoint(session):
@@ -269,17 +281,34 @@ def _stage(
     )
     session.execute(text(f"TRUNCATE {spec.staging}"))
     copy_rows(session, spec.staging, ("line", *spec.columns), ((ln, *v) for ln, v in records))
-    session.execute(text(f"ANALYZE {spec.staging}"))
 
 
 def _key_match(spec: TableSpec) -> str:
     return " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
 
 
+# The staged chunk is small and the table large: probe the table's unique index
+# once per staged row instead of hashing a full scan of the table per chunk
+# (measured: 10 ms instead of 115-160 ms per 20k-row chunk on a 1M-row table).
+_INDEX_PROBES = ("enable_hashjoin", "enable_mergejoin")
+
+
 def _resolve_conflicts(
     session: Session, spec: TableSpec, raw: dict[int, str], mode: str, outcome: LoadOutcome
-) -> None:
-    """Take staged rows whose key exists out of staging, counted by ``mode``."""
+) -> int:
+    """Take staged rows whose key exists out of staging, counted by ``mode``; returns how many."""
+    for setting in _INDEX_PROBES:
+        session.execute(text(f"SET LOCAL {setting} = off"))
+    try:
+        return _take_conflicts(session, spec, raw, mode, outcome)
+    finally:
+        for setting in _INDEX_PROBES:
+            session.execute(text(f"SET LOCAL {setting} TO DEFAULT"))
+
+
+def _take_conflicts(
+    session: Session, spec: TableSpec, raw: dict[int, str], mode: str, outcome: LoadOutcome
+) -> int:
     match = _key_match(spec)
     updated = 0
     if mode == "upsert":
@@ -312,6 +341,7 @@ def _resolve_conflicts(
         outcome.skipped += len(lines)
     else:  # upsert: conflicts were updated, or identical and left alone (skipped)
         outcome.skipped += len(lines) - updated
+    return len(lines)
 
 
 def _insert_staged(

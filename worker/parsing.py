@@ -15,7 +15,9 @@ parsed on their own, so one bad record never affects another.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,12 +271,89 @@ def plan_chunks(path: Path, fmt: str, rows_per_chunk: int) -> list[ChunkSpan]:
 def read_chunk(path: Path, fmt: str, span: ChunkSpan, header: list[str]) -> Iterator[Record]:
     """Yield the span's records in order, each with its values or an error."""
     csv_mode = _check_format(fmt)
+    if csv_mode:
+        fast = _fast_csv_chunk(path, span, header)
+        if fast is not None:
+            yield from fast
+            return
     with path.open("rb") as f:
         for rec in _scan(
             f, span.start, span.first_line, csv_mode=csv_mode, keep=True, stop=span.end
         ):
             if not rec.blank:
                 yield _csv_record(rec, header) if csv_mode else _jsonl_record(rec)
+
+
+def _fast_csv_chunk(path: Path, span: ChunkSpan, header: list[str]) -> list[Record] | None:
+    """The common case of :func:`read_chunk` for CSV, in one pass; None when it does not apply.
+
+    The chunk is read and decoded once and parsed by one ``csv.reader``. This
+    gives exactly the records of the per-record path, provided the chunk is
+    small enough that no record can be oversized, is valid UTF-8, has no NUL
+    and no CR outside a CRLF (the csv module would end a record at a lone CR,
+    the scanner does not), and every record is well-formed (no csv.Error: an
+    unterminated quote or text after a closing quote). Otherwise the caller
+    takes the per-record path, which reports each bad record on its own.
+    """
+    size = span.end - span.start
+    if size > MAX_RECORD_BYTES:
+        return None
+    with path.open("rb") as f:
+        f.seek(span.start)
+        data = f.read(size)
+    if len(data) != size:
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "\x00" in text:
+        return None
+    crs = text.count("\r")
+    if crs and crs != text.count("\r\n"):
+        return None
+    # Physical lines: with no lone CR, io.StringIO(newline="") and split("\n")
+    # agree on them, so reader.line_num indexes into ``lines``.
+    lines = text.split("\n")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    n_fields = len(header)
+    keep = [i for i, name in enumerate(header) if name[:1] != "_"]
+    names = [header[i] for i in keep]
+    whole = len(keep) == n_fields
+    pick = operator.itemgetter(*keep) if len(keep) > 1 and not whole else None
+    first_line = span.first_line
+    records: list[Record] = []
+    append = records.append
+    prev = 0
+    try:
+        for fields in reader:
+            cur = reader.line_num
+            start, prev = prev, cur
+            if not fields:  # a blank line (only a line break) is not a record
+                continue
+            if cur - start == 1:
+                raw = lines[start]
+            else:
+                raw = "\n".join(lines[start:cur])
+            if raw[-1:] == "\r":  # no lone CR, so this CR was part of a CRLF
+                raw = raw[:-1]
+            line = first_line + start
+            if len(fields) != n_fields:
+                error = f"expected {n_fields} fields, found {len(fields)}"
+                append(Record(line, None, raw, error, None))
+                continue
+            if whole:
+                values = dict(zip(names, fields, strict=True))
+            elif pick is not None:
+                values = dict(zip(names, pick(fields), strict=True))
+            else:  # itemgetter of one index gives a value, of none is an error
+                values = {name: fields[i] for i, name in zip(keep, names, strict=True)}
+            append(Record(line, values, raw))
+    except csv.Error:
+        return None
+    if len(records) != span.records:
+        return None  # the scanner and the csv module disagree: trust the scanner
+    return records
 
 
 def _mib() -> int:

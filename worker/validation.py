@@ -7,6 +7,7 @@ and why. Whether a todo's owner exists is checked later, against the database.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -134,6 +135,12 @@ def _required_text(values: dict[str, str], column: str, limit: int) -> str:
     return value
 
 
+# re's \s matches exactly the characters for which str.isspace() is true.
+_SPACE = re.compile(r"\s")
+_STATUS_SET = frozenset(STATUSES)
+_ACTIVE = TodoStatus.ACTIVE.value
+
+
 def _email(values: dict[str, str], column: str) -> str:
     value = values.get(column)
     if value is None:
@@ -144,7 +151,7 @@ def _email(values: dict[str, str], column: str) -> str:
     if len(email) > EMAIL_MAX:
         raise _Invalid(column, f"{column} is {len(email)} characters, the limit is {EMAIL_MAX}")
     local, at, domain = email.partition("@")
-    if not (at and local and domain) or "@" in domain or any(ch.isspace() for ch in email):
+    if not (at and local and domain) or "@" in domain or _SPACE.search(email):
         raise _Invalid(column, f"{column} {_show(value.strip())} is not a valid email address")
     return email
 
@@ -188,11 +195,77 @@ def _user_row(rec: Record, values: dict[str, str]) -> UserRow:
     return UserRow(rec.line, email, name, rec.raw)
 
 
+# --- fast paths: the common, valid row ---------------------------------------------
+#
+# Each returns the row the full builder would return, or None when anything is
+# unusual (a NUL, a missing, blank, too long or invalid value); the caller then
+# runs the full builder, which gives the exact error. They never raise _Invalid.
+
+
+def _quick_email(value: str | None) -> str | None:
+    if value is None or "\x00" in value:
+        return None
+    email = value.strip().lower()
+    if not email or len(email) > EMAIL_MAX:
+        return None
+    local, at, domain = email.partition("@")
+    if not (at and local and domain) or "@" in domain or _SPACE.search(email):
+        return None
+    return email
+
+
+def _quick_todo(rec: Record, values: dict[str, str]) -> TodoRow | None:
+    get = values.get
+    title = get("title")
+    if title is None or "\x00" in title or len(title) > TITLE_MAX or not title.strip():
+        return None
+    status = get("status")
+    if status is None or status == "":
+        status = _ACTIVE
+    elif status not in _STATUS_SET:
+        if "\x00" in status:
+            return None
+        value = status.strip()
+        if not value:
+            status = _ACTIVE
+        else:
+            status = value.lower()
+            if status not in _STATUS_SET:
+                return None
+    owner_email = _quick_email(get("owner_email"))
+    if owner_email is None:
+        return None
+    created = get("created_at")
+    created_at = None
+    if created:
+        if "\x00" in created:
+            return None
+        created = created.strip()
+        if created:
+            try:
+                created_at = parse_timestamp(created)
+            except ValueError:
+                return None
+    return TodoRow(rec.line, title, status, owner_email, created_at, rec.raw)
+
+
+def _quick_user(rec: Record, values: dict[str, str]) -> UserRow | None:
+    get = values.get
+    email = _quick_email(get("email"))
+    if email is None:
+        return None
+    name = get("name")
+    if name is None or "\x00" in name or len(name) > NAME_MAX or not name.strip():
+        return None
+    return UserRow(rec.line, email, name, rec.raw)
+
+
 _Row = TypeVar("_Row", TodoRow, UserRow)
 
 
 def _validate(
     records: Iterable[Record],
+    quick: Callable[[Record, dict[str, str]], _Row | None],
     build: Callable[[Record, dict[str, str]], _Row],
     key: Callable[[_Row], Hashable],
     key_column: str,
@@ -201,31 +274,38 @@ def _validate(
     rows: list[_Row] = []
     errors: list[RowError] = []
     first_line: dict[Hashable, int] = {}
+    add_row = rows.append
+    add_error = errors.append
     for rec in records:
-        if rec.values is None:
+        values = rec.values
+        if values is None:
             reason = rec.error or "the record could not be read"
-            errors.append(RowError(rec.line, rec.column, reason, rec.raw))
+            add_error(RowError(rec.line, rec.column, reason, rec.raw))
             continue
-        try:
-            row = build(rec, rec.values)
-        except _Invalid as exc:
-            errors.append(RowError(rec.line, exc.column, exc.reason, rec.raw))
-            continue
+        row = quick(rec, values)
+        if row is None:
+            try:
+                row = build(rec, values)
+            except _Invalid as exc:
+                add_error(RowError(rec.line, exc.column, exc.reason, rec.raw))
+                continue
         row_key = key(row)
         if row_key in first_line:
             reason = f"duplicate of line {first_line[row_key]} in this file"
-            errors.append(RowError(rec.line, key_column, reason, rec.raw))
+            add_error(RowError(rec.line, key_column, reason, rec.raw))
             continue
         first_line[row_key] = rec.line
-        rows.append(row)
+        add_row(row)
     return rows, errors
 
 
 def validate_todos(records: Iterable[Record]) -> tuple[list[TodoRow], list[RowError]]:
     """Validate todo records; duplicates are by (title, owner_email), the first one kept."""
-    return _validate(records, _todo_row, lambda row: (row.title, row.owner_email), "title")
+    return _validate(
+        records, _quick_todo, _todo_row, lambda row: (row.title, row.owner_email), "title"
+    )
 
 
 def validate_users(records: Iterable[Record]) -> tuple[list[UserRow], list[RowError]]:
     """Validate user records; duplicates are by email, the first one kept."""
-    return _validate(records, _user_row, lambda row: row.email, "email")
+    return _validate(records, _quick_user, _user_row, lambda row: row.email, "email")

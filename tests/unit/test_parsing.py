@@ -357,3 +357,82 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
     assert [r.values for r in read_all(path, "jsonl", 2)] == [
         {"title": o["title"], "n": str(o["n"])} for o in objs
     ]
+
+
+# --- the one-pass CSV fast path agrees with the per-record path ---------------------
+
+TRICKY_CSV = (
+    "\ufefftitle,_line,status,owner_email,_error\r\n"
+    "plain,1,active,a@b.c,\r\n"
+    "\r\n"
+    '"multi\nline",2,active,a@b.c,"x\r\ny"\r\n'
+    "\n"
+    '"say ""hi""",3,"",A@B.C,""\n'
+    '5" screen,4,archived,a@b.c,e\r\n'
+    '"",5,active,a@b.c,\r\n'
+    "too,few\r\n"
+    "   ,6,completed,  a@b.c  ,\r\n"
+    "\r\n"
+    '"crlf\r\ninside\r\n",7,active,a@b.c,"end"'
+)
+
+
+def _fallback_only(monkeypatch: pytest.MonkeyPatch, path: Path, n: int) -> list[Record]:
+    with monkeypatch.context() as m:
+        m.setattr(parsing, "_fast_csv_chunk", lambda *args: None)
+        return read_all(path, rows_per_chunk=n)
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 2, 3, 4, 7, 100])
+@pytest.mark.parametrize("final_newline", ["", "\r\n", "\n"])
+def test_csv_fast_path_matches_per_record_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows_per_chunk: int, final_newline: str
+) -> None:
+    path = write(tmp_path, TRICKY_CSV + final_newline)
+    header = read_header(path, "csv")[0]
+    spans = plan_chunks(path, "csv", rows_per_chunk)
+    # the fast path really is taken for every chunk of this file
+    assert all(parsing._fast_csv_chunk(path, span, header) is not None for span in spans)
+    fast = read_all(path, rows_per_chunk=rows_per_chunk)
+    assert fast == _fallback_only(monkeypatch, path, rows_per_chunk)
+    assert fast == _fallback_only(monkeypatch, path, 10**9)
+    assert [r.line for r in fast] == [2, 4, 8, 9, 10, 11, 12, 14]
+    assert fast[1].values == {"title": "multi\nline", "status": "active", "owner_email": "a@b.c"}
+    assert fast[1].raw == '"multi\nline",2,active,a@b.c,"x\r\ny"'
+    assert fast[2].values == {"title": 'say "hi"', "status": "", "owner_email": "A@B.C"}
+    assert fast[3].values == {"title": '5" screen', "status": "archived", "owner_email": "a@b.c"}
+    assert fast[5] == Record(11, None, "too,few", "expected 5 fields, found 2")
+    assert fast[7].values == {
+        "title": "crlf\r\ninside\r\n",
+        "status": "active",
+        "owner_email": "a@b.c",
+    }
+    assert fast[7].raw == '"crlf\r\ninside\r\n",7,active,a@b.c,"end"'
+
+
+@pytest.mark.parametrize("rows_per_chunk", [1, 2, 3, 100])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"bad \xfe,0,active,a@b.c,\r\n",  # invalid UTF-8
+        b"nul \x00,0,active,a@b.c,\r\n",  # NUL
+        b"lone\rcr,0,active,a@b.c,\r\n",  # a CR outside a CRLF
+        b'"after" quote,0,active,a@b.c,\r\n',  # text after a closing quote
+        b'"open,0,active,a@b.c,\r\n',  # unterminated quoted field
+    ],
+)
+def test_csv_chunks_that_need_the_per_record_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows_per_chunk: int, bad: bytes
+) -> None:
+    body = TRICKY_CSV.encode() + b"\r\n"
+    head, _, rest = body.partition(b"\r\n")
+    path = write(tmp_path, head + b"\r\n" + bad + rest + b"\r\n" + bad)
+    got = read_all(path, rows_per_chunk=rows_per_chunk)
+    assert got == _fallback_only(monkeypatch, path, rows_per_chunk)
+    assert got == _fallback_only(monkeypatch, path, 10**9)
+    assert got[0].values is None or "\x00" not in bad
+
+
+def test_csv_fast_path_only_underscore_columns(tmp_path: Path) -> None:
+    path = write(tmp_path, "_a,_b\r\n1,2\r\n")
+    assert read_all(path) == [Record(2, {}, "1,2")]

@@ -361,3 +361,43 @@ def test_jsonl_todos(tmp_path: Path) -> None:
         ("5", "active", datetime(2024, 5, 5, 0, 5, 5, tzinfo=UTC)),
     ]
     assert [(e.line, e.reason) for e in errors] == [(3, "title is missing")]
+
+
+# --- the quick builders agree with the full ones ------------------------------------
+
+_TITLES = [None, "t", "", "   ", "a\x00b", "x" * 200, "x" * 201, " padded "]
+_STATUSES = [None, "", " ", "active", "ACTIVE", " completed ", "done", "arch\x00ived"]
+_EMAILS = [None, "", " ", "a@b.c", " A@B.C ", "a b@c.d", "a@b@c", "@b", "a@", "a\u00a0@b.c"]
+_EMAILS += ["a@b.c\x00", "x" * 316 + "@b.c", "x" * 317 + "@b.c"]
+_CREATED = [None, "", " ", "2024-01-02T03:04:05Z", "2024-01-02 03:04", "nope", "2024\x00"]
+
+
+def _records() -> list[Record]:
+    records: list[Record] = []
+    for i, (title, status, email, created) in enumerate(
+        (t, s, e, c)
+        for t in _TITLES
+        for s in _STATUSES
+        for e in _EMAILS
+        for c in _CREATED[:: 1 if t == "t" else 3]
+    ):
+        values = {"title": title, "status": status, "owner_email": email, "created_at": created}
+        values = {k: v for k, v in values.items() if v is not None}
+        records.append(Record(i + 2, values, f"raw {i}"))
+    return records
+
+
+def test_quick_builders_match_the_full_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker import validation
+
+    records = _records() + _records()  # the second half are all duplicates
+    users = [
+        Record(r.line, {"email": r.values["owner_email"], "name": r.values["title"]}, r.raw)
+        for r in records
+        if r.values is not None and "owner_email" in r.values and "title" in r.values
+    ]
+    quick = (validate_todos(records), validate_users(users))
+    monkeypatch.setattr(validation, "_quick_todo", lambda rec, values: None)
+    monkeypatch.setattr(validation, "_quick_user", lambda rec, values: None)
+    assert (validate_todos(records), validate_users(users)) == quick
+    assert quick[0][0] and quick[0][1] and quick[1][0] and quick[1][1]

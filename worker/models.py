@@ -8,6 +8,7 @@ UPDATE, whoever issues it (the ORM, a bulk statement or psql).
 from __future__ import annotations
 
 import enum
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    Uuid,
     func,
     text,
 )
@@ -221,6 +223,29 @@ class JobChunkStart(SQLModel, table=True):
         default=0, sa_column=Column(Integer, nullable=False, server_default="0")
     )
     started_at: datetime | None = _created_at()
+
+
+class JobKeyDup(SQLModel, table=True):
+    """Every occurrence of a natural key that appears more than once in an import file.
+
+    Written by the plan (one pass over the file, keys as 128-bit digests), read
+    by each chunk: a row whose key also occurs on another line, in any chunk, is
+    decided as one sequential pass over the file would decide it (the earlier
+    valid line wins in insert/skip, the last valid line wins in upsert), whatever
+    order the chunks commit in. Two chunks of one job never write the same key.
+    """
+
+    __tablename__ = "job_key_dups"
+    __table_args__ = (Index("ix_job_key_dups_job_id_digest", "job_id", "digest"),)
+
+    job_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    )
+    line: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    chunk_no: int = Field(sa_column=Column(Integer, nullable=False))
+    digest: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False))
+    start: int = Field(sa_column=Column(BigInteger, nullable=False))  # byte range of the record
+    end: int = Field(sa_column=Column(BigInteger, nullable=False))
 
 
 class JobReject(SQLModel, table=True):

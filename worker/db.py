@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -23,11 +24,15 @@ from sqlmodel import Session
 from worker.config import Settings, get_settings
 from worker.errors import (
     BulkopsError,
+    CheckViolation,
     ConcurrencyConflict,
     DatabaseUnavailable,
     DataError,
+    ForeignKeyViolation,
     SchemaError,
     StatementTimeout,
+    UnencodableValue,
+    UniqueViolation,
 )
 
 _engine: Engine | None = None
@@ -106,13 +111,30 @@ def translate(exc: BaseException) -> BulkopsError:
     # connection lost mid-COPY has no SQLSTATE and must stay retryable.
     if isinstance(exc, psycopg2.OperationalError | psycopg2.InterfaceError):
         return DatabaseUnavailable(message)
-    if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError):
-        return DataError(message)
-    if isinstance(exc, sa_exc.DBAPIError) and code.startswith(("22", "23")):
-        return DataError(message)
-    if isinstance(exc, sa_exc.SQLAlchemyError):
-        return DataError(message)
-    return DataError(message)
+    if isinstance(exc, UnicodeError):
+        return UnencodableValue(f"a value cannot be stored as text: {exc}")
+    return refusal(orig, code, message)
+
+
+# SQLSTATE -> the typed refusal; anything else refused is a plain DataError.
+_REFUSALS: dict[str, type[DataError]] = {
+    "23505": UniqueViolation,
+    "23514": CheckViolation,
+    "23503": ForeignKeyViolation,
+}
+_COPY_LINE = re.compile(r"\bCOPY [\w.\"]+, line (\d+)")
+
+
+def refusal(orig: BaseException, code: str, message: str) -> DataError:
+    """The typed DataError for a refused statement, with the constraint and COPY line."""
+    diag = getattr(orig, "diag", None)
+    found = _COPY_LINE.search(getattr(diag, "context", None) or "")
+    return _REFUSALS.get(code, DataError)(
+        message,
+        sqlstate=code or None,
+        constraint=getattr(diag, "constraint_name", None),
+        copy_line=int(found.group(1)) if found else None,
+    )
 
 
 def is_driver_error(exc: BaseException) -> bool:
@@ -184,23 +206,28 @@ def copy_rows(
     """COPY rows into ``table`` on the session's connection; returns the row count.
 
     ``table`` and ``columns`` are identifiers from our own code, never input;
-    values travel as COPY data, never as SQL text.
+    values travel as COPY data, never as SQL text. A value that cannot be
+    encoded raises :class:`UnencodableValue` naming its row (``copy_line``), as
+    PostgreSQL names the line of a value it refuses.
     """
-    buf = io.StringIO()
-    count = 0
-    write = buf.write
-    for row in rows:
-        write("\t".join(map(pg_copy_text, row)))
-        write("\n")
-        count += 1
-    if not count:
+    lines = ["\t".join(map(pg_copy_text, row)) for row in rows]
+    if not lines:
         return 0
-    buf.seek(0)
+    lines.append("")
+    text_data = "\n".join(lines)
+    try:
+        data = text_data.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        row = text_data.count("\n", 0, exc.start) + 1
+        raise UnencodableValue(
+            f"row {row}: a value is not valid Unicode ({exc.reason}) and cannot be stored",
+            copy_line=row,
+        ) from None
     dbapi_conn = session.connection().connection.driver_connection
     assert dbapi_conn is not None
     with translated(), dbapi_conn.cursor() as cur:
-        cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buf)
-    return count
+        cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", io.BytesIO(data))
+    return len(lines) - 1
 
 
 def ping(engine: Engine | None = None) -> None:

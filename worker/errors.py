@@ -70,7 +70,41 @@ class InputFormatError(PermanentError):
 
 
 class DataError(PermanentError):
-    """The database refused a value (type, constraint or key violation)."""
+    """The database refused a value (type, constraint or key violation).
+
+    Raised by :func:`worker.db.translate` with what PostgreSQL said beside the
+    message: the SQLSTATE, the constraint's name, and the 1-based line of COPY
+    data the error names (``COPY todos, line 7``), when it names one.
+    """
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        sqlstate: str | None = None,
+        constraint: str | None = None,
+        copy_line: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.constraint = constraint
+        self.copy_line = copy_line
+
+
+class UniqueViolation(DataError):
+    """A row's key already exists (SQLSTATE 23505)."""
+
+
+class CheckViolation(DataError):
+    """A row breaks a CHECK constraint (SQLSTATE 23514)."""
+
+
+class ForeignKeyViolation(DataError):
+    """A row points at a parent row that does not exist (SQLSTATE 23503)."""
+
+
+class UnencodableValue(DataError):
+    """A value cannot be sent to PostgreSQL as text (e.g. a lone surrogate)."""
 
 
 class SchemaError(PermanentError):

@@ -18,13 +18,14 @@ rejected (``read`` is their sum).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session
 
-from worker import bulkload, loader, parsing, validation
+from worker import bulkload, duplicates, loader, parsing, validation
 from worker.config import get_settings
 from worker.errors import ImportPathError, UsageError
 from worker.ledger import ChunkCounts, RejectedRow
@@ -119,14 +120,18 @@ class ImportOperation:
     kind = JobKind.IMPORT.value
 
     def plan(self, session: Session, job: Job) -> list[dict[str, Any]]:
+        assert job.id is not None
         p = ImportParams.from_job(job)
         real, _ = confine(p.path)
         header, _ = parsing.read_header(real, p.format)
         if p.format == "csv":
             validation.check_header(p.table, header)
-        spans = parsing.plan_chunks(real, p.format, get_settings().bulkops_chunk_size)
+        spans = duplicates.plan(
+            session, job.id, real, p.format, header, p.table, get_settings().bulkops_chunk_size
+        )
         return [
             {
+                "chunk_no": s.chunk_no,
                 "start": s.start,
                 "end": s.end,
                 "first_line": s.first_line,
@@ -137,22 +142,26 @@ class ImportOperation:
         ]
 
     def run_chunk(self, session: Session, job: Job, spec: dict[str, Any]) -> ChunkResult:
+        assert job.id is not None
         p = ImportParams.from_job(job)
         real, _ = confine(p.path)
         header = job.params["chunks"][0]["header"] or []
         span = parsing.ChunkSpan(
-            chunk_no=0,
+            chunk_no=int(spec["chunk_no"]),
             start=int(spec["start"]),
             end=int(spec["end"]),
             first_line=int(spec["first_line"]),
             records=int(spec["records"]),
         )
         records = list(parsing.read_chunk(real, p.format, span, header))
-        if p.table == "todos":
-            rows, errors = validation.validate_todos(records)
-            emails = [r.owner_email for r in rows]
-            ids = bulkload.owner_ids(session, emails)
-            known = [r for r in rows if r.owner_email in ids]
+        todos = p.table == "todos"
+        validate: Callable[..., tuple[list[Any], list[validation.RowError]]] = (
+            validation.validate_todos if todos else validation.validate_users
+        )
+        rows, errors = validate(records, dedupe=False)
+        ids: dict[str, int] = {}
+        if todos:
+            ids = bulkload.owner_ids(session, [r.owner_email for r in rows])
             errors += [
                 validation.RowError(
                     r.line, "owner_email", f"unknown owner {r.owner_email!r}", r.raw
@@ -160,17 +169,32 @@ class ImportOperation:
                 for r in rows
                 if r.owner_email not in ids
             ]
-            outcome = loader.load_todos(session, known, ids, p.mode, p.dry_run)
+            rows = [r for r in rows if r.owner_email in ids]
+
+        def reread(spans: list[tuple[int, int, int]]) -> dict[int, Any]:
+            others = duplicates.read_records(real, p.format, header, spans)
+            return {r.line: r for r in validate(list(others), dedupe=False)[0]}
+
+        key = validation.todo_key if todos else validation.user_key
+        decision = duplicates.decide(session, job.id, span.chunk_no, rows, p.mode, key, reread)
+        load: list[loader.Record]
+        if todos:
+            load = [
+                (r.line, (r.title, r.status, ids[r.owner_email], r.created_at))
+                for r in decision.keep
+            ]
         else:
-            users, errors = validation.validate_users(records)
-            outcome = loader.load_users(session, users, p.mode, p.dry_run)
+            load = [(r.line, (r.email, r.name)) for r in decision.keep]
+        spec_ = loader.TODOS if todos else loader.USERS
+        raw = {r.line: r.raw for r in decision.keep}
+        outcome = loader.load(session, spec_, load, raw, p.mode, p.dry_run)
         rejects = [RejectedRow(e.line, e.column, e.reason, e.raw) for e in errors]
-        rejects = rejects + outcome.rejects
+        rejects += decision.rejects + outcome.rejects
         counts = ChunkCounts(
             read=len(records),
             inserted=outcome.inserted,
             updated=outcome.updated,
-            skipped=outcome.skipped,
+            skipped=outcome.skipped + decision.superseded,
             rejected=len(rejects),
         )
         assert counts.read == counts.inserted + counts.updated + counts.skipped + counts.rejected, (

@@ -1,51 +1,64 @@
-"""Set-based loading of validated rows, with savepoint recovery.
+"""Set-based loading of validated rows, exact whatever the database refuses.
 
 ``load`` runs inside a chunk's transaction:
 
 1. **Optimistic COPY** straight into the table in a savepoint. When nothing
-   conflicts (a fresh load) that is all: raw COPY speed, no RETURNING.
-2. Otherwise roll back to the savepoint, COPY into a temporary staging table
-   and let the database find every conflict with the existing rows in one
-   ``DELETE … USING … RETURNING line`` (plus one ``UPDATE … FROM`` for
-   upserts). The rest goes in with one ``INSERT … SELECT`` in a savepoint.
-3. If that still fails (a constraint nobody foresaw, a key inserted
-   concurrently), conflicts are looked for once more, then the remaining
-   rows are COPYed again: where the error names the failing line (``COPY
-   todos, line N`` for type, unique and check errors) the rows before it are
-   loaded, it becomes a reject carrying the database's own message, and the
-   COPY goes on after it; two savepoints per bad row. Errors that name no
-   line (foreign keys, checked at the end of the statement) are **bisected**:
-   halves in their own savepoints, down to single rows, which become rejects
-   carrying the database's own message.
+   conflicts and nothing is refused (a fresh load) that is all: raw COPY speed.
+2. Otherwise COPY into a temporary staging table, then, set-based:
 
-Savepoints per chunk stay under :data:`SAVEPOINT_BUDGET` (PostgreSQL caches
-64 subtransaction ids per backend); a chunk that would need more rejects the
-rows it could not isolate, with the database's message, instead of slowing
-the whole cluster.
+   - evaluate the table's own CHECK and FOREIGN KEY constraints, read from
+     the catalog, over the staged rows (one query each): rows they refuse
+     become rejects carrying the constraint's name, as PostgreSQL words it;
+   - one ``INSERT … SELECT … ON CONFLICT`` (``DO NOTHING`` for insert and
+     skip, ``DO UPDATE … WHERE changed`` for upsert) in a savepoint: atomic
+     against concurrent writers, so a key committed meanwhile is a conflict,
+     never a lost update.
+
+3. If that statement still fails (a trigger that raises, an exclusion
+   constraint, a parent deleted meanwhile), the refused rows are **found by
+   trial**: COPYs of the remaining rows in savepoints that are always rolled
+   back, where the error names the refused line (``COPY todos, line N``) or,
+   when it names none (foreign keys, checked at the end of a statement),
+   halves are tried down to one row. Then the good rows are loaded again in
+   one statement.
+
+PostgreSQL caches 64 subtransaction ids per backend; only savepoints that
+wrote and were *released* stay in that cache until the top transaction ends
+(an aborted one leaves it at once, and one that wrote nothing never has an
+id). So trials cost no cache slots: a chunk keeps at most
+:data:`MAX_ROUNDS` + 2 released savepoints, whatever the number of refused
+rows. No good row is ever rejected for want of budget.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import text
 from sqlmodel import Session
 
-from worker.db import copy_rows, savepoint
-from worker.errors import DataError
+from worker.db import copy_rows, savepoint, translated
+from worker.errors import ConcurrencyConflict, DataError
 from worker.ledger import RejectedRow
-from worker.validation import TodoRow, UserRow
 
-SAVEPOINT_BUDGET = 48
+# Rounds of "find the refused rows by trial, load the rest" before a chunk is
+# retried as a whole (each round only happens when rows interact: a trigger or
+# exclusion constraint that accepts rows one by one and refuses them together).
+MAX_ROUNDS = 4
+# Trial COPY windows: start with the whole chunk, halve after a refusal, grow
+# after a clean window. A refusal costs at most one window of re-sent rows.
+_MIN_WINDOW = 64
 
-# Per process and table: the last chunk met existing rows, so the next one goes
-# to staging first instead of paying for an optimistic COPY that will fail
-# (re-imports and upserts conflict on every chunk; a fresh load never does).
+# Per process and table: the last chunk met existing or refused rows, so the
+# next one goes to staging first instead of paying for an optimistic COPY that
+# will fail (re-imports and upserts conflict on every chunk; fresh loads never).
 _stage_first: dict[str, bool] = {}
+
+Record = tuple[int, tuple[Any, ...]]  # (line, values in TableSpec.columns order)
 
 
 @dataclass(frozen=True)
@@ -65,11 +78,6 @@ class TableSpec:
 
     def insert_expr(self, column: str) -> str:
         return f"coalesce({column}, now())" if column in self.defaults else column
-
-    def update_expr(self, column: str) -> str:
-        if column in self.defaults:
-            return f"coalesce(s.{column}, t.{column})"
-        return f"s.{column}"
 
     @property
     def staging(self) -> str:
@@ -105,31 +113,10 @@ class LoadOutcome:
     rejects: list[RejectedRow] = field(default_factory=list)
 
 
-@dataclass
-class _Budget:
-    left: int = SAVEPOINT_BUDGET
-
-    def take(self) -> bool:
-        self.left -= 1
-        return self.left >= 0
-
-
-def load_todos(
-    session: Session, rows: Sequence[TodoRow], owner_ids: dict[str, int], mode: str, dry_run: bool
-) -> LoadOutcome:
-    records = [(r.line, (r.title, r.status, owner_ids[r.owner_email], r.created_at)) for r in rows]
-    return load(session, TODOS, records, {r.line: r.raw for r in rows}, mode, dry_run)
-
-
-def load_users(session: Session, rows: Sequence[UserRow], mode: str, dry_run: bool) -> LoadOutcome:
-    records = [(r.line, (r.email, r.name)) for r in rows]
-    return load(session, USERS, records, {r.line: r.raw for r in rows}, mode, dry_run)
-
-
 def load(
     session: Session,
     spec: TableSpec,
-    records: Sequence[tuple[int, tuple[Any, ...]]],
+    records: Sequence[Record],
     raw: dict[int, str],
     mode: str,
     dry_run: bool,
@@ -147,15 +134,9 @@ def load(
 
 
 def _load(
-    session: Session,
-    spec: TableSpec,
-    records: Sequence[tuple[int, tuple[Any, ...]]],
-    raw: dict[int, str],
-    mode: str,
+    session: Session, spec: TableSpec, records: Sequence[Record], raw: dict[int, str], mode: str
 ) -> LoadOutcome:
-    budget = _Budget()
     if not _stage_first.get(spec.table):
-        budget.take()
         try:
             with savepoint(session):
                 inserted = copy_rows(
@@ -163,100 +144,30 @@ def _load(
                 )
             return LoadOutcome(inserted=inserted)
         except DataError:
-            # Something conflicts: find out what, set-based. The next chunks of
-            # this process go to staging directly until one finds no conflict.
             _stage_first[spec.table] = True
-    _stage(session, spec, records)
     outcome = LoadOutcome()
-    for attempt in range(3):
-        found = _resolve_conflicts(session, spec, raw, mode, outcome)
-        if attempt == 0 and not found:
-            _stage_first[spec.table] = False
-        budget.take()
+    staged = _stage(session, spec, records, raw, outcome)
+    refused = _refused_by_constraints(session, spec)
+    _reject(session, spec, refused, raw, outcome)
+    for _ in range(MAX_ROUNDS):
         try:
             with savepoint(session):
-                outcome.inserted += _insert_staged(session, spec)
+                _insert_staged(session, spec, raw, mode, outcome)
+            _stage_first[spec.table] = bool(outcome.skipped or outcome.updated or outcome.rejects)
             return outcome
-        except DataError as exc:
-            if "duplicate key" not in exc.message:
-                break  # not a race on the key: bisect
-    lines = [
-        int(r[0]) for r in session.execute(text(f"SELECT line FROM {spec.staging} ORDER BY line"))
-    ]
-    inserted, rejects = _recover(session, spec, records, lines, raw, budget)
-    outcome.inserted += inserted
-    outcome.rejects += rejects
-    return outcome
-
-
-def _copy_error_line(spec: TableSpec, exc: DataError) -> int | None:
-    """The 1-based line of COPY data the database's error names, if it names one."""
-    cause = exc.__cause__
-    diag = getattr(getattr(cause, "orig", cause), "diag", None)
-    found = re.search(
-        rf"\bCOPY {re.escape(spec.table)}, line (\d+)", getattr(diag, "context", None) or ""
-    )
-    return int(found.group(1)) if found else None
-
-
-def _recover(
-    session: Session,
-    spec: TableSpec,
-    records: Sequence[tuple[int, tuple[Any, ...]]],
-    lines: list[int],
-    raw: dict[int, str],
-    budget: _Budget,
-) -> tuple[int, list[RejectedRow]]:
-    """Load the staged ``lines`` by COPY, rejecting each row the database's error names.
-
-    Each bad row costs two savepoints (the COPY that fails, then the rows
-    before it); what is left when an error names no line is bisected.
-    """
-    wanted = set(lines)
-    pending = [(ln, v) for ln, v in records if ln in wanted]
-    pending = list(zip([ln for ln, _ in pending], _with_defaults(spec, pending), strict=True))
-    inserted = 0
-    rejects: list[RejectedRow] = []
-    while pending and budget.take():
-        try:
-            with savepoint(session):
-                inserted += copy_rows(session, spec.table, spec.columns, [v for _, v in pending])
-            return inserted, rejects
-        except DataError as exc:
-            n = _copy_error_line(spec, exc)
-            message = exc.message
-        if n is None or not 1 <= n <= len(pending):
-            break
-        before, (bad, _), pending = pending[: n - 1], pending[n - 1], pending[n:]
-        if before:
-            more, more_rejects = _copy_or_bisect(session, spec, before, raw, budget)
-            inserted += more
-            rejects += more_rejects
-        rejects.append(RejectedRow(bad, None, f"database: {message}", raw.get(bad)))
-    more, more_rejects = _bisect(session, spec, [ln for ln, _ in pending], raw, budget)
-    return inserted + more, rejects + more_rejects
-
-
-def _copy_or_bisect(
-    session: Session,
-    spec: TableSpec,
-    rows: list[tuple[int, tuple[Any, ...]]],
-    raw: dict[int, str],
-    budget: _Budget,
-) -> tuple[int, list[RejectedRow]]:
-    """COPY rows the database did not object to; bisect them if it objects after all."""
-    if budget.take():
-        try:
-            with savepoint(session):
-                return copy_rows(session, spec.table, spec.columns, [v for _, v in rows]), []
         except DataError:
             pass
-    return _bisect(session, spec, [ln for ln, _ in rows], raw, budget)
+        refused = _find_refused(session, spec, staged, mode)
+        if not refused:
+            break
+        _reject(session, spec, refused, raw, outcome)
+    raise ConcurrencyConflict(
+        "the database kept refusing rows of this chunk that it accepted one by one "
+        "(concurrent writers?); the chunk is retried"
+    )
 
 
-def _with_defaults(
-    spec: TableSpec, records: Sequence[tuple[int, tuple[Any, ...]]]
-) -> list[tuple[Any, ...]]:
+def _with_defaults(spec: TableSpec, records: Sequence[Record]) -> list[tuple[Any, ...]]:
     now = datetime.now(UTC)  # one instant per chunk, as now() is one per transaction
     slots = [i for i, c in enumerate(spec.columns) if c in spec.defaults]
     if not slots:
@@ -269,9 +180,21 @@ def _with_defaults(
     return out
 
 
+# --- staging ------------------------------------------------------------------------
+
+
 def _stage(
-    session: Session, spec: TableSpec, records: Sequence[tuple[int, tuple[Any, ...]]]
-) -> None:
+    session: Session,
+    spec: TableSpec,
+    records: Sequence[Record],
+    raw: dict[int, str],
+    outcome: LoadOutcome,
+) -> dict[int, tuple[Any, ...]]:
+    """COPY the records into a fresh staging table; returns what was staged by line.
+
+    A value that cannot be sent at all (it cannot be encoded) is rejected
+    here, with its row, and the others are staged.
+    """
     columns = ", ".join(f"{c} {t}" for c, t in zip(spec.columns, spec.types, strict=True))
     session.execute(
         text(
@@ -280,109 +203,279 @@ def _stage(
         )
     )
     session.execute(text(f"TRUNCATE {spec.staging}"))
-    copy_rows(session, spec.staging, ("line", *spec.columns), ((ln, *v) for ln, v in records))
-
-
-def _key_match(spec: TableSpec) -> str:
-    return " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
-
-
-# The staged chunk is small and the table large: probe the table's unique index
-# once per staged row instead of hashing a full scan of the table per chunk
-# (measured: 10 ms instead of 115-160 ms per 20k-row chunk on a 1M-row table).
-_INDEX_PROBES = ("enable_hashjoin", "enable_mergejoin")
-
-
-def _resolve_conflicts(
-    session: Session, spec: TableSpec, raw: dict[int, str], mode: str, outcome: LoadOutcome
-) -> int:
-    """Take staged rows whose key exists out of staging, counted by ``mode``; returns how many."""
-    for setting in _INDEX_PROBES:
-        session.execute(text(f"SET LOCAL {setting} = off"))
-    try:
-        return _take_conflicts(session, spec, raw, mode, outcome)
-    finally:
-        for setting in _INDEX_PROBES:
-            session.execute(text(f"SET LOCAL {setting} TO DEFAULT"))
-
-
-def _take_conflicts(
-    session: Session, spec: TableSpec, raw: dict[int, str], mode: str, outcome: LoadOutcome
-) -> int:
-    match = _key_match(spec)
-    updated = 0
-    if mode == "upsert":
-        changes = ", ".join(f"{c} = {spec.update_expr(c)}" for c in spec.updatable)
-        differs = " OR ".join(
-            f"t.{c} IS DISTINCT FROM {spec.update_expr(c)}" for c in spec.updatable
-        )
-        result = session.execute(
-            text(
-                f"UPDATE {spec.table} t SET {changes} FROM {spec.staging} s "
-                f"WHERE {match} AND ({differs})"
+    pending = list(records)
+    while True:
+        try:
+            copy_rows(
+                session, spec.staging, ("line", *spec.columns), ((ln, *v) for ln, v in pending)
             )
-        )
-        updated = int(result.rowcount or 0)  # type: ignore[attr-defined]
-        outcome.updated += updated
-    lines = [
-        int(r[0])
-        for r in session.execute(
-            text(
-                f"DELETE FROM {spec.staging} s USING {spec.table} t WHERE {match} RETURNING s.line"
-            )
-        )
+            return dict(pending)
+        except DataError as exc:
+            if exc.copy_line is None or exc.sqlstate is not None:
+                raise  # refused by the server: the transaction is broken, let the chunk retry
+            line = pending.pop(exc.copy_line - 1)[0]
+            outcome.rejects.append(RejectedRow(line, None, exc.message, raw.get(line)))
+
+
+def _reject(
+    session: Session,
+    spec: TableSpec,
+    refused: dict[int, str],
+    raw: dict[int, str],
+    outcome: LoadOutcome,
+) -> None:
+    """Take refused lines out of staging; each is a reject with the database's message."""
+    if not refused:
+        return
+    session.execute(
+        text(f"DELETE FROM {spec.staging} WHERE line = ANY(:lines)"), {"lines": list(refused)}
+    )
+    outcome.rejects += [
+        RejectedRow(line, None, f"database: {message}", raw.get(line))
+        for line, message in sorted(refused.items())
     ]
-    if mode == "insert":
-        reason = f"already exists: {spec.key_label} (use --mode skip or upsert)"
-        outcome.rejects += [
-            RejectedRow(line, spec.key_column, reason, raw.get(line)) for line in sorted(lines)
-        ]
-    elif mode == "skip":
-        outcome.skipped += len(lines)
-    else:  # upsert: conflicts were updated, or identical and left alone (skipped)
-        outcome.skipped += len(lines) - updated
-    return len(lines)
+
+
+def _staged_rows(spec: TableSpec) -> str:
+    """The staged rows as the table would store them (defaults applied)."""
+    return (
+        f"(SELECT line, {', '.join(f'{spec.insert_expr(c)} AS {c}' for c in spec.columns)} "
+        f"FROM {spec.staging})"
+    )
+
+
+def _refused_by_constraints(session: Session, spec: TableSpec) -> dict[int, str]:
+    """Lines that the table's CHECK and FOREIGN KEY constraints refuse, set-based.
+
+    The constraints are read from the catalog, so a team's own constraints
+    count as well as ours. A constraint over columns that are not staged is
+    left to the database (and to :func:`_find_refused`).
+    """
+    constraints = session.execute(
+        text(
+            """
+            SELECT c.conname, c.contype, pg_get_constraintdef(c.oid) AS definition,
+                   ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
+                         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n
+                         ORDER BY k.i) AS cols,
+                   c.confrelid::regclass::text AS parent,
+                   ARRAY(SELECT a.attname FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
+                         JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n
+                         ORDER BY k.i) AS parent_cols
+            FROM pg_constraint c
+            WHERE c.conrelid = CAST(:table AS regclass) AND c.contype IN ('c', 'f')
+            ORDER BY c.conname
+            """
+        ),
+        {"table": spec.table},
+    ).all()
+    refused: dict[int, str] = {}
+    rows = _staged_rows(spec)
+    for con in constraints:
+        if not set(con.cols) <= set(spec.columns):
+            continue
+        if con.contype == "c":
+            condition = _check_expression(con.definition)
+            query = f"SELECT line FROM {rows} s WHERE ({condition}) IS FALSE"
+            message = (
+                f'new row for relation "{spec.table}" violates check constraint "{con.conname}"'
+            )
+        else:
+            match = " AND ".join(
+                f"p.{pc} = s.{c}" for c, pc in zip(con.cols, con.parent_cols, strict=True)
+            )
+            present = " AND ".join(f"s.{c} IS NOT NULL" for c in con.cols)
+            query = (
+                f"SELECT line FROM {rows} s WHERE {present} "
+                f"AND NOT EXISTS (SELECT 1 FROM {con.parent} p WHERE {match})"
+            )
+            message = (
+                f'insert or update on table "{spec.table}" violates foreign key '
+                f'constraint "{con.conname}"'
+            )
+        try:  # read-only: this savepoint never takes a subtransaction id
+            with savepoint(session):
+                lines = [int(r[0]) for r in session.execute(text(query))]
+        except DataError:
+            continue  # an expression we cannot evaluate here: the database will
+        for line in lines:
+            refused.setdefault(line, message)
+    return refused
+
+
+def _check_expression(definition: str) -> str:
+    """``CHECK ((x > 0)) NOT VALID`` -> ``(x > 0)``."""
+    body = definition.strip()
+    for suffix in (" NOT VALID", " NO INHERIT"):
+        if body.endswith(suffix):
+            body = body[: -len(suffix)]
+    return body.removeprefix("CHECK ").strip()
+
+
+# --- the one statement that loads -----------------------------------------------------
 
 
 def _insert_staged(
-    session: Session, spec: TableSpec, lo: int | None = None, hi: int | None = None
-) -> int:
+    session: Session, spec: TableSpec, raw: dict[int, str], mode: str, outcome: LoadOutcome
+) -> None:
+    """Insert what is staged; conflicts by ``mode``. Adds to ``outcome`` only on success."""
     cols = ", ".join(spec.columns)
+    key = ", ".join(spec.key)
     values = ", ".join(spec.insert_expr(c) for c in spec.columns)
-    where = "" if lo is None else " WHERE line BETWEEN :lo AND :hi"
-    result = session.execute(
-        text(f"INSERT INTO {spec.table} ({cols}) SELECT {values} FROM {spec.staging}{where}"),
-        {} if lo is None else {"lo": lo, "hi": hi},
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-def _bisect(
-    session: Session, spec: TableSpec, lines: list[int], raw: dict[int, str], budget: _Budget
-) -> tuple[int, list[RejectedRow]]:
-    """Insert staged rows by halves; single failing rows become rejects."""
-    inserted = 0
-    rejects: list[RejectedRow] = []
-    pending: list[list[int]] = [lines] if lines else []
-    while pending:
-        part = pending.pop(0)
-        if not budget.take():
-            reason = (
-                "not loaded: too many rows in this chunk failed for reasons validation "
-                "did not foresee to isolate each one; fix the other rejects and import again"
-            )
-            for group in [part, *pending]:
-                rejects += [RejectedRow(ln, None, reason, raw.get(ln)) for ln in group]
-            break
-        try:
-            with savepoint(session):
-                inserted += _insert_staged(session, spec, part[0], part[-1])
-        except DataError as exc:
-            if len(part) == 1:
-                rejects.append(
-                    RejectedRow(part[0], None, f"database: {exc.message}", raw.get(part[0]))
+    staged = int(session.execute(text(f"SELECT count(*) FROM {spec.staging}")).scalar_one())
+    if mode == "upsert":
+        inserted = updated = 0
+        for given, where in _default_groups(spec):
+            changes = ", ".join(f"{c} = EXCLUDED.{c}" for c in given)
+            differs = " OR ".join(f"t.{c} IS DISTINCT FROM EXCLUDED.{c}" for c in given)
+            rows = session.execute(
+                text(
+                    f"INSERT INTO {spec.table} AS t ({cols}) SELECT {values} FROM {spec.staging} "
+                    f"WHERE {where} ORDER BY line ON CONFLICT ({key}) DO UPDATE SET {changes} "
+                    f"WHERE {differs} RETURNING (xmax = 0) AS inserted"
                 )
-            else:
-                mid = len(part) // 2
-                pending[:0] = [part[:mid], part[mid:]]
-    return inserted, rejects
+            ).all()
+            inserted += sum(1 for r in rows if r.inserted)
+            updated += sum(1 for r in rows if not r.inserted)
+        outcome.inserted += inserted
+        outcome.updated += updated
+        outcome.skipped += staged - inserted - updated  # identical rows: left alone
+        return
+    match = " AND ".join(f"i.{k} IS NOT DISTINCT FROM s.{k}" for k in spec.key)
+    conflicted = [
+        int(r[0])
+        for r in session.execute(
+            text(
+                f"WITH i AS (INSERT INTO {spec.table} ({cols}) SELECT {values} FROM "
+                f"{spec.staging} ORDER BY line ON CONFLICT ({key}) DO NOTHING RETURNING {key}) "
+                f"SELECT s.line FROM {spec.staging} s "
+                f"WHERE NOT EXISTS (SELECT 1 FROM i WHERE {match}) ORDER BY s.line"
+            )
+        )
+    ]
+    outcome.inserted += staged - len(conflicted)
+    if mode == "skip":
+        outcome.skipped += len(conflicted)
+    else:
+        reason = f"already exists: {spec.key_label} (use --mode skip or upsert)"
+        outcome.rejects += [
+            RejectedRow(line, spec.key_column, reason, raw.get(line)) for line in conflicted
+        ]
+
+
+def _default_groups(spec: TableSpec) -> list[tuple[tuple[str, ...], str]]:
+    """(columns an upsert sets, which staged rows) pairs.
+
+    A row that leaves a defaulted column empty keeps the existing row's value
+    for it, so those rows update only the other columns.
+    """
+    if not spec.defaults:
+        return [(spec.updatable, "true")]
+    missing = " OR ".join(f"{c} IS NULL" for c in spec.defaults)
+    kept = tuple(c for c in spec.updatable if c not in spec.defaults)
+    groups = [(spec.updatable, f"NOT ({missing})")]
+    if kept:
+        groups.append((kept, missing))
+    else:
+        groups.append((spec.key[:1], missing))  # nothing to change: SET a key column to itself
+    return groups
+
+
+# --- finding refused rows by trial ---------------------------------------------------
+
+
+def _find_refused(
+    session: Session, spec: TableSpec, staged: dict[int, tuple[Any, ...]], mode: str
+) -> dict[int, str]:
+    """The staged lines the database refuses, each with its message; nothing stays written.
+
+    New rows are tried by COPY (the error names the line); rows whose key
+    already exists (updated in upsert mode) are tried by halves with the
+    loading statement. Every trial's savepoint is rolled back.
+    """
+    lines = [int(r[0]) for r in session.execute(text(f"SELECT line FROM {spec.staging}"))]
+    existing = set(_existing_lines(session, spec))
+    fresh = sorted(ln for ln in lines if ln not in existing)
+    refused = _trial_copy(session, spec, [(ln, staged[ln]) for ln in fresh])
+    if mode == "upsert" and existing:
+        refused.update(_trial_halves(session, spec, sorted(existing), mode))
+    return refused
+
+
+def _existing_lines(session: Session, spec: TableSpec) -> list[int]:
+    match = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
+    return [
+        int(r[0])
+        for r in session.execute(
+            text(
+                f"SELECT s.line FROM {spec.staging} s "
+                f"WHERE EXISTS (SELECT 1 FROM {spec.table} t WHERE {match})"
+            )
+        )
+    ]
+
+
+def _trial(session: Session, attempt: Callable[[], object]) -> DataError | None:
+    """Run ``attempt()`` in a savepoint that is always rolled back; the error, if any."""
+    nested = session.begin_nested()
+    try:
+        with translated():
+            attempt()
+    except DataError as exc:
+        return exc
+    finally:
+        if nested.is_active:
+            nested.rollback()
+    return None
+
+
+def _trial_copy(session: Session, spec: TableSpec, rows: list[Record]) -> dict[int, str]:
+    """Refused lines among new ``rows``, by COPYs whose errors name the line."""
+    refused: dict[int, str] = {}
+    values = _with_defaults(spec, rows)
+    pos, window = 0, len(rows)
+    while pos < len(rows):
+        part = values[pos : pos + window]
+        exc = _trial(session, partial(copy_rows, session, spec.table, spec.columns, part))
+        if exc is None:
+            pos += len(part)
+            window = min(len(rows), window * 2)
+        elif exc.copy_line is not None and 1 <= exc.copy_line <= len(part):
+            bad = pos + exc.copy_line - 1
+            refused[rows[bad][0]] = exc.message
+            pos = bad + 1
+            window = max(_MIN_WINDOW, window // 2)
+        elif len(part) == 1:
+            refused[rows[pos][0]] = exc.message
+            pos += 1
+        else:
+            window = max(1, len(part) // 2)  # the error names no line: try halves
+    return refused
+
+
+def _trial_halves(session: Session, spec: TableSpec, lines: list[int], mode: str) -> dict[int, str]:
+    """Refused lines among ``lines``, by trying the loading statement on halves."""
+    refused: dict[int, str] = {}
+    pending = [lines] if lines else []
+    scratch = LoadOutcome()
+    while pending:
+        part = pending.pop()
+        exc = _trial(session, partial(_insert_lines, session, spec, part, mode, scratch))
+        if exc is None:
+            continue
+        if len(part) == 1:
+            refused[part[0]] = exc.message
+        else:
+            mid = len(part) // 2
+            pending += [part[mid:], part[:mid]]
+    return refused
+
+
+def _insert_lines(
+    session: Session, spec: TableSpec, lines: list[int], mode: str, outcome: LoadOutcome
+) -> None:
+    """The loading statement over some staged lines only (inside a trial, rolled back)."""
+    session.execute(
+        text(f"DELETE FROM {spec.staging} WHERE NOT (line = ANY(:lines))"), {"lines": lines}
+    )
+    _insert_staged(session, spec, {}, mode, outcome)

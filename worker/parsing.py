@@ -443,3 +443,30 @@ _JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", ty
 
 def _json_type(value: object) -> str:
     return _JSON_TYPES.get(type(value), "number")
+
+
+# --- every record with its byte range (for the plan's key pass) ------------------------
+
+
+@dataclass(frozen=True)
+class Located:
+    start: int  # byte offset where the record starts
+    end: int  # byte offset just past it
+    record: Record
+
+
+def scan_records(path: Path, fmt: str, header: list[str]) -> Iterator[Located]:
+    """Every data record of the file in order, parsed, with its byte range.
+
+    The same scanner as :func:`plan_chunks` and :func:`read_chunk`, so the
+    byte ranges are the ones chunks read; blank lines are not records.
+    """
+    csv_mode = _check_format(fmt)
+    with path.open("rb") as f:
+        body = _body_start(f, csv_mode)
+        if body is None:
+            return
+        for rec in _scan(f, body[0], body[1], csv_mode=csv_mode, keep=True):
+            if not rec.blank:
+                parsed = _csv_record(rec, header) if csv_mode else _jsonl_record(rec)
+                yield Located(rec.start, rec.end, parsed)

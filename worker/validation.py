@@ -269,6 +269,7 @@ def _validate(
     build: Callable[[Record, dict[str, str]], _Row],
     key: Callable[[_Row], Hashable],
     key_column: str,
+    dedupe: bool,
 ) -> tuple[list[_Row], list[RowError]]:
     """Build rows; reject unreadable and invalid records and later duplicates of a key."""
     rows: list[_Row] = []
@@ -289,7 +290,10 @@ def _validate(
             except _Invalid as exc:
                 add_error(RowError(rec.line, exc.column, exc.reason, rec.raw))
                 continue
-        row_key = key(row)
+        row_key = key(row) if dedupe else None
+        if row_key is None:
+            add_row(row)
+            continue
         if row_key in first_line:
             reason = f"duplicate of line {first_line[row_key]} in this file"
             add_error(RowError(rec.line, key_column, reason, rec.raw))
@@ -299,13 +303,43 @@ def _validate(
     return rows, errors
 
 
-def validate_todos(records: Iterable[Record]) -> tuple[list[TodoRow], list[RowError]]:
-    """Validate todo records; duplicates are by (title, owner_email), the first one kept."""
-    return _validate(
-        records, _quick_todo, _todo_row, lambda row: (row.title, row.owner_email), "title"
-    )
+def validate_todos(
+    records: Iterable[Record], dedupe: bool = True
+) -> tuple[list[TodoRow], list[RowError]]:
+    """Validate todo records; duplicates are by (title, owner_email), the first one kept.
+
+    With ``dedupe=False`` duplicates are left to the caller (an import decides
+    them across the whole file, see :mod:`worker.duplicates`).
+    """
+    return _validate(records, _quick_todo, _todo_row, todo_key, "title", dedupe)
 
 
-def validate_users(records: Iterable[Record]) -> tuple[list[UserRow], list[RowError]]:
+def validate_users(
+    records: Iterable[Record], dedupe: bool = True
+) -> tuple[list[UserRow], list[RowError]]:
     """Validate user records; duplicates are by email, the first one kept."""
-    return _validate(records, _quick_user, _user_row, lambda row: row.email, "email")
+    return _validate(records, _quick_user, _user_row, user_key, "email", dedupe)
+
+
+def todo_key(row: TodoRow) -> tuple[str, ...]:
+    """A todo's natural key as the file gives it: the title, and the owner's email."""
+    return (row.title, row.owner_email)
+
+
+def user_key(row: UserRow) -> tuple[str, ...]:
+    return (row.email,)
+
+
+def raw_key(table: str, values: dict[str, str]) -> tuple[str, ...] | None:
+    """The natural key a valid row with these raw values would have (as the row keys above).
+
+    None when a key column is missing. Used to find duplicates before
+    validating: a row that turns out invalid is no duplicate of anything.
+    """
+    if table == "todos":
+        title, email = values.get("title"), values.get("owner_email")
+        if title is None or email is None:
+            return None
+        return (title, email.strip().lower())
+    email = values.get("email")
+    return None if email is None else (email.strip().lower(),)

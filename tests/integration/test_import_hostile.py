@@ -607,9 +607,10 @@ def test_duplicates_across_chunks(worker: Any, import_root: Path) -> None:
     assert len(got) == 1498 and {t for t, _, _ in got} == expected
     rejects = client.rejects(s.id)
     assert len(rejects) == 2
-    # The chunks run concurrently: whichever commits second meets the other's row.
-    assert rejects[0].line in (102, 1202) and rejects[0].column == "title"
-    assert "already exists" in rejects[0].reason
+    # The chunks run concurrently, yet the result is one sequential pass's:
+    # the later line is the duplicate, whichever chunk commits first.
+    assert (rejects[0].line, rejects[0].column) == (1202, "title")
+    assert rejects[0].reason == "duplicate of line 102 in this file"
     assert (rejects[1].line, rejects[1].column) == (1302, "title")
     assert rejects[1].reason == "duplicate of line 1252 in this file"
 
@@ -740,7 +741,8 @@ def test_dry_run_same_summary_table_unchanged(worker: Any, import_root: Path) ->
         expected = {
             "insert": ("partially_succeeded", 2500, 2496, 0, 0, 4),
             "skip": ("partially_succeeded", 2500, 2496, 0, 1, 3),
-            "upsert": ("partially_succeeded", 2500, 2496, 1, 0, 3),
+            # upsert: the last line of a key wins, the earlier copy is skipped
+            "upsert": ("partially_succeeded", 2500, 2496, 1, 1, 2),
         }[mode]
         assert counts(dry) == expected, mode
     assert len(todos()) == 2 + 2496
@@ -1167,11 +1169,11 @@ def test_large_file_exact_across_chunks(worker: Any, import_root: Path) -> None:
     assert len(by_line) == len(rejects) == 50
     either_lines = set()
     for first, second in gen.either:
-        hit = [ln for ln in (first, second) if ln in by_line]
-        assert len(hit) == 1, (first, second, hit)
-        r = by_line[hit[0]]
-        assert r.column == "title" and "already exists" in r.reason
-        either_lines.add(hit[0])
+        # Across chunks too, the later line is the duplicate (one sequential pass).
+        assert first not in by_line and second in by_line, (first, second)
+        r = by_line[second]
+        assert r.column == "title" and r.reason == f"duplicate of line {first} in this file"
+        either_lines.add(second)
     assert_rejects_subset = [
         (r.line, r.column, r.reason) for r in rejects if r.line not in either_lines
     ]

@@ -11,13 +11,16 @@ from hypothesis import strategies as st
 from worker.db import pg_copy_text, translate, translated
 from worker.errors import (
     BulkopsError,
+    CheckViolation,
     ConcurrencyConflict,
     DatabaseUnavailable,
     DataError,
+    ForeignKeyViolation,
     JobNotFound,
     PermanentError,
     RetryableError,
     SchemaError,
+    UniqueViolation,
 )
 
 # --- COPY text format ---------------------------------------------------------------
@@ -93,8 +96,9 @@ def wrapped(
         (sa_exc.OperationalError, "08001", DatabaseUnavailable),  # cannot connect
         (sa_exc.DBAPIError, "57P01", DatabaseUnavailable),  # admin shutdown
         (sa_exc.OperationalError, None, DatabaseUnavailable),  # no SQLSTATE at all
-        (sa_exc.IntegrityError, "23505", DataError),  # unique violation
-        (sa_exc.IntegrityError, "23503", DataError),  # foreign key violation
+        (sa_exc.IntegrityError, "23505", UniqueViolation),
+        (sa_exc.IntegrityError, "23503", ForeignKeyViolation),
+        (sa_exc.IntegrityError, "23514", CheckViolation),
         (sa_exc.DataError, "22001", DataError),  # value too long
         (sa_exc.ProgrammingError, "42P01", SchemaError),  # undefined table
         (sa_exc.ProgrammingError, "42703", SchemaError),  # undefined column

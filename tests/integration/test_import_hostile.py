@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from import_support import counts, run, seed_users, todos, write
 from sqlalchemy import text
 
 from worker import client, db
-from worker.ledger import JobSummary
 from worker.models import STATUSES
 
 ANN = "ann@example.com"
@@ -32,32 +32,6 @@ Reject = tuple[int, str | None, str]  # (line, column, fragment of the reason)
 # --- helpers -----------------------------------------------------------------------
 
 
-def seed_users(*emails: str) -> None:
-    with db.session_scope() as s:
-        for e in emails:
-            s.execute(text("INSERT INTO users (email, name) VALUES (:e, :e)"), {"e": e})
-
-
-def run(path: str, **kwargs: Any) -> JobSummary:
-    """Submit, wait, and check the one invariant every job keeps."""
-    s = client.wait(client.submit_import(path, **kwargs), timeout=120)
-    assert s.finished, s
-    assert s.rows_inserted + s.rows_updated + s.rows_skipped + s.rows_rejected == s.rows_read, s
-    return s
-
-
-def counts(s: JobSummary) -> tuple[str, int, int, int, int, int]:
-    """(state, read, inserted, updated, skipped, rejected)."""
-    return (
-        s.state,
-        s.rows_read,
-        s.rows_inserted,
-        s.rows_updated,
-        s.rows_skipped,
-        s.rows_rejected,
-    )
-
-
 def assert_rejects(job_id: int, expected: list[Reject]) -> None:
     got = client.rejects(job_id)
     assert [(r.line, r.column) for r in got] == [(line, col) for line, col, _ in expected], [
@@ -65,20 +39,6 @@ def assert_rejects(job_id: int, expected: list[Reject]) -> None:
     ]
     for r, (_, _, fragment) in zip(got, expected, strict=True):
         assert fragment in r.reason, (r.line, r.reason, fragment)
-
-
-def todos() -> list[tuple[str, str, str]]:
-    """(title, status, owner email) of every todo, sorted."""
-    with db.session_scope() as s:
-        return [
-            (r[0], r[1], r[2])
-            for r in s.execute(
-                text(
-                    "SELECT t.title, t.status, u.email FROM todos t JOIN users u "
-                    "ON u.id = t.owner_id ORDER BY t.title, u.email"
-                )
-            )
-        ]
 
 
 def todo_times() -> dict[str, tuple[datetime, datetime]]:
@@ -93,11 +53,6 @@ def todo_times() -> dict[str, tuple[datetime, datetime]]:
 def users() -> list[tuple[str, str]]:
     with db.session_scope() as s:
         return [(r[0], r[1]) for r in s.execute(text("SELECT email, name FROM users ORDER BY 1"))]
-
-
-def write(root: Path, name: str, data: str | bytes) -> str:
-    (root / name).write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-    return name
 
 
 # --- encodings and line structure -----------------------------------------------------

@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from import_support import counts, run, seed_users
 from sqlalchemy import text
 
 from worker import client, db
-from worker.ledger import JobSummary
 from worker.rejects_export import export_rejects
 
 ANN = "ann@example.com"
@@ -27,23 +27,6 @@ ERIN = "erin@example.com"
 
 # title -> (status, owner, created_at or None for "not given")
 Intended = dict[str, tuple[str, str, datetime | None]]
-
-
-def seed_users(*emails: str) -> None:
-    with db.session_scope() as s:
-        for e in emails:
-            s.execute(text("INSERT INTO users (email, name) VALUES (:e, :e)"), {"e": e})
-
-
-def run(path: str, **kwargs: Any) -> JobSummary:
-    s = client.wait(client.submit_import(path, **kwargs), timeout=120)
-    assert s.finished, s
-    assert s.rows_inserted + s.rows_updated + s.rows_skipped + s.rows_rejected == s.rows_read, s
-    return s
-
-
-def counts(s: JobSummary) -> tuple[str, int, int, int, int, int]:
-    return (s.state, s.rows_read, s.rows_inserted, s.rows_updated, s.rows_skipped, s.rows_rejected)
 
 
 def table() -> dict[str, tuple[str, str, datetime]]:

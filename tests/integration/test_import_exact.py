@@ -1,0 +1,197 @@
+"""Exact imports whatever the database refuses, and whatever order chunks commit in.
+
+Each test here failed on the loader before it found refused rows by trial:
+good rows were rejected as "not loaded: too many rows in this chunk failed",
+a lone surrogate failed the whole job, and which copy of a duplicate loaded
+depended on which chunk committed first.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from import_support import Counts, counts, run, seed_users, todos, write
+from sqlalchemy import text
+
+from worker import client, db, loader
+
+ANN = "ann@example.com"
+BOB = "bob@example.com"
+HEADER = "title,status,owner_email\n"
+
+
+def execute(sql: str) -> None:
+    with db.session_scope() as s:
+        s.execute(text(sql))
+
+
+def file_with(bad_every: int, bad_title: str, rows: int) -> tuple[str, set[int]]:
+    """A CSV of ``rows`` todos where every ``bad_every``-th title contains ``bad_title``."""
+    lines, bad = [], set()
+    for i in range(rows):
+        if i % bad_every == 7:
+            title = f"{bad_title} {i}"
+            bad.add(i + 2)  # the header is line 1
+        else:
+            title = f"task {i}, with a comma"
+        lines.append(f'"{title}",active,{ANN if i % 2 else BOB}\n')
+    return HEADER + "".join(lines), bad
+
+
+def test_rows_only_a_check_constraint_refuses(worker: Any, import_root: Path) -> None:
+    # Given a CHECK constraint the validation knows nothing of, broken by 5% of 20,000 rows
+    seed_users(ANN, BOB)
+    execute("ALTER TABLE todos ADD CONSTRAINT no_forbidden CHECK (title NOT LIKE '%forbidden%')")
+    data, bad = file_with(20, "forbidden", 20_000)
+    # When the file is imported (20 chunks, concurrently)
+    s = run(write(import_root, "check.csv", data), timeout=300)
+    # Then every good row loads, and each refused row is a reject with the database's words
+    assert counts(s) == Counts("partially_succeeded", 20_000, 19_000, 0, 0, 1_000)
+    rejects = client.rejects(s.id)
+    assert {r.line for r in rejects} == bad
+    assert all('violates check constraint "no_forbidden"' in r.reason for r in rejects)
+    assert len(todos()) == 19_000
+
+
+def test_rows_a_trigger_refuses(worker: Any, import_root: Path) -> None:
+    # Given a trigger that raises for 5% of the rows (nothing set-based can foresee it)
+    seed_users(ANN, BOB)
+    execute(
+        "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.title LIKE 'boom%' THEN RAISE EXCEPTION 'no boom please: %', NEW.title; "
+        "END IF; RETURN NEW; END $$"
+    )
+    execute(
+        "CREATE TRIGGER refuse_boom BEFORE INSERT ON todos "
+        "FOR EACH ROW EXECUTE FUNCTION refuse_boom()"
+    )
+    data, bad = file_with(20, "boom", 4_000)
+    # When imported
+    s = run(write(import_root, "trigger.csv", data), timeout=300)
+    # Then only the refused rows are rejects, each with the trigger's own message
+    assert counts(s) == Counts("partially_succeeded", 4_000, 3_800, 0, 0, 200)
+    rejects = client.rejects(s.id)
+    assert {r.line for r in rejects} == bad
+    for r in rejects:
+        assert "no boom please: boom" in r.reason, r
+
+
+def test_rows_an_exclusion_constraint_refuses_together(worker: Any, import_root: Path) -> None:
+    # Given an exclusion constraint: a title may belong to one owner only. Each
+    # row passes alone; the second of a pair (same chunk) is refused.
+    seed_users(ANN, BOB)
+    execute(
+        "ALTER TABLE todos ADD CONSTRAINT one_owner_per_title EXCLUDE USING btree (title WITH =)"
+    )
+    lines, bad = [], set()
+    for i in range(900):
+        lines.append(f"t{i},active,{ANN}\n")
+        if i % 30 == 0:
+            lines.append(f"t{i},active,{BOB}\n")
+            bad.add(len(lines) + 1)
+    # When imported
+    s = run(write(import_root, "exclusion.csv", HEADER + "".join(lines)))
+    # Then the first of each pair loads and the second is refused by the database
+    assert counts(s) == Counts("partially_succeeded", 930, 900, 0, 0, 30)
+    rejects = client.rejects(s.id)
+    assert {r.line for r in rejects} == bad
+    assert all("one_owner_per_title" in r.reason for r in rejects)
+
+
+def test_owner_deleted_after_the_lookup_is_one_reject(bulkops_env: dict[str, str]) -> None:
+    # Given owner ids looked up a moment ago, one of which has been deleted since
+    seed_users(ANN)
+    with db.session_scope() as s:
+        ann = int(s.execute(text("SELECT id FROM users")).scalar_one())
+        gone = ann + 1000
+        records = [(2, ("a", "active", ann, None)), (3, ("b", "active", gone, None))]
+        records += [(4 + i, (f"c{i}", "active", ann, None)) for i in range(50)]
+        raw = {line: f"row {line}" for line, _ in records}
+        # When the rows are loaded
+        outcome = loader.load(s, loader.TODOS, records, raw, "insert", dry_run=False)
+    # Then the orphan is a reject with the foreign key's name and the rest loaded
+    assert outcome.inserted == 51
+    assert [(r.line, r.raw) for r in outcome.rejects] == [(3, "row 3")]
+    assert 'foreign key constraint "todos_owner_id_fkey"' in outcome.rejects[0].reason
+
+
+def test_upsert_of_a_key_committed_meanwhile_applies_the_new_values(
+    bulkops_env: dict[str, str],
+) -> None:
+    # Given a key that another transaction inserts, uncommitted, while an upsert runs
+    seed_users(ANN)
+    with db.session_scope() as s:
+        ann = int(s.execute(text("SELECT id FROM users")).scalar_one())
+    other = db.get_engine().connect()
+    other.execute(
+        text("INSERT INTO todos (title, status, owner_id) VALUES ('k', 'active', :o)"), {"o": ann}
+    )
+    result: dict[str, loader.LoadOutcome] = {}
+
+    def upsert() -> None:
+        loader._stage_first["todos"] = True  # straight to the set-based statement
+        with db.session_scope() as s:
+            records = [(2, ("k", "completed", ann, None)), (3, ("new", "active", ann, None))]
+            result["outcome"] = loader.load(s, loader.TODOS, records, {}, "upsert", False)
+
+    thread = threading.Thread(target=upsert)
+    thread.start()
+    thread.join(timeout=2)  # the upsert waits on the other transaction's key
+    # When the other transaction commits
+    other.commit()
+    other.close()
+    thread.join(timeout=60)
+    # Then the upsert updated the row it met, never counted it skipped
+    outcome = result["outcome"]
+    assert (outcome.inserted, outcome.updated, outcome.skipped) == (1, 1, 0)
+    assert ("k", "completed", ANN) in todos()
+
+
+def test_a_lone_surrogate_is_one_reject(worker: Any, import_root: Path) -> None:
+    # Given JSON Lines where one title, one status and one email hold a lone surrogate
+    seed_users(ANN)
+    good = [json.dumps({"title": f"ok {i}", "owner_email": ANN}) for i in range(30)]
+    bad_lines = [
+        '{"title": "bad \\ud800", "owner_email": "ann@example.com"}',
+        '{"title": "bad status", "status": "\\udfff", "owner_email": "ann@example.com"}',
+        '{"title": "bad email", "owner_email": "\\ud800@example.com"}',
+    ]
+    body = "\n".join(good[:10] + bad_lines + good[10:]) + "\n"
+    # When imported
+    s = run(write(import_root, "surrogate.jsonl", body), format="jsonl")
+    # Then each such line is one reject and the rest of its chunk loads
+    assert counts(s) == Counts("partially_succeeded", 33, 30, 0, 0, 3)
+    assert sorted(r.line for r in client.rejects(s.id)) == [11, 12, 13]
+
+
+def test_duplicates_across_chunks_as_one_sequential_pass(worker: Any, import_root: Path) -> None:
+    # Given keys repeated in other chunks (chunks of 1,000 rows), one of whose
+    # first copies is invalid (so it is nobody's original)
+    seed_users(ANN)
+    lines = [f"T{i:04d},active,{ANN}\n" for i in range(3000)]
+    lines[2500] = f"T0005,completed,{ANN}\n"  # line 2502 repeats line 7
+    lines[1700] = f"T0010,in_progress,{ANN}\n"  # line 1702 repeats line 12
+    lines[2900] = f"T0010,archived,{ANN}\n"  # line 2902 repeats it again
+    lines[20] = f"T2990,nope,{ANN}\n"  # line 22: invalid status, same key as line 2992
+    name = write(import_root, "seq.csv", HEADER + "".join(lines))
+    # When imported in insert mode
+    s = run(name)
+    # Then the later copies are the rejects, naming the first valid line
+    rejects = {r.line: r.reason for r in client.rejects(s.id)}
+    assert rejects == {
+        22: rejects[22],
+        1702: "duplicate of line 12 in this file",
+        2502: "duplicate of line 7 in this file",
+        2902: "duplicate of line 12 in this file",
+    }
+    assert "status" in rejects[22]
+    assert ("T2990", "active", ANN) in todos()
+    # And in upsert mode (a fresh table) the last valid line of each key wins
+    execute("DELETE FROM todos")
+    u = run(name, mode="upsert")
+    assert counts(u) == Counts("partially_succeeded", 3000, 2996, 0, 3, 1)
+    table = {t: st for t, st, _ in todos()}
+    assert table["T0005"] == "completed" and table["T0010"] == "archived"

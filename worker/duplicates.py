@@ -17,11 +17,14 @@ PostgreSQL, so memory does not grow with the file.
 
 from __future__ import annotations
 
-import hashlib
-import uuid
+import csv
+import io
+import json
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from itertools import accumulate
+from typing import Any, BinaryIO, Protocol
 
 from sqlalchemy import text
 from sqlmodel import Session
@@ -32,6 +35,7 @@ from worker.ledger import RejectedRow
 
 _BATCH = 20_000  # key digests sent to PostgreSQL per COPY while planning
 _PLAN_KEYS = "bulkops_plan_keys"  # temporary: every key of the file, dropped at commit
+_BLOCK_BYTES = 4 << 20  # the key pass parses the file in blocks this large
 _KEY_COLUMNS = ("digest", "line", "chunk_no", "start", '"end"')
 
 
@@ -49,10 +53,18 @@ class Decision:
     superseded: int  # earlier copies a later line replaces (upsert): skipped
 
 
-def digest(key: Sequence[str]) -> uuid.UUID:
-    """128 bits of the key: a collision among 10^9 keys has odds below 10^-20."""
-    data = "\x1f".join(key).encode("utf-8", "surrogatepass")
-    return uuid.UUID(bytes=hashlib.md5(data, usedforsecurity=False).digest())
+def digest(key: Sequence[str]) -> int:
+    """64 bits of the key, for one plan only (Python's hash: fast, not stable across runs).
+
+    A match is only a candidate: chunks compare the real keys, so a collision
+    costs a re-read, never a wrong reject. A plan redone after a crash starts
+    from nothing, so digests are never compared across processes.
+    """
+    return hash(tuple(key))
+
+
+# (digest, line, chunk_no, start, end) for one record with a key
+KeyRow = tuple[int, int, int, int, int]
 
 
 def plan(
@@ -64,38 +76,25 @@ def plan(
     table: str,
     rows_per_chunk: int,
 ) -> list[parsing.ChunkSpan]:
-    """Cut the file into chunks and record its repeated keys; one pass.
+    """Cut the file into chunks and record its repeated keys, in one pass.
 
-    Returns the chunks (as :func:`worker.parsing.plan_chunks` would).
+    Returns the chunks, as :func:`worker.parsing.plan_chunks` cuts them.
     """
     session.execute(
         text(
-            f"CREATE TEMP TABLE IF NOT EXISTS {_PLAN_KEYS} (digest uuid, line bigint, "
+            f"CREATE TEMP TABLE IF NOT EXISTS {_PLAN_KEYS} (digest bigint, line bigint, "
             'chunk_no int, start bigint, "end" bigint) ON COMMIT DROP'
         )
     )
-    session.execute(text(f"TRUNCATE {_PLAN_KEYS}"))
     spans: list[parsing.ChunkSpan] = []
-    batch: list[tuple[Any, ...]] = []
-    count = start = first_line = end = 0
-    for located in parsing.scan_records(path, fmt, header):
-        rec = located.record
-        if count == 0:
-            start, first_line = located.start, rec.line
-        count += 1
-        end = located.end
-        key = validation.raw_key(table, rec.values) if rec.values is not None else None
-        if key is not None:
-            batch.append((digest(key), rec.line, len(spans), located.start, located.end))
-            if len(batch) >= _BATCH:
-                copy_rows(session, _PLAN_KEYS, _KEY_COLUMNS, batch)
-                batch.clear()
-        if count == rows_per_chunk:
-            spans.append(parsing.ChunkSpan(len(spans), start, end, first_line, count))
-            count = 0
-    if count:
-        spans.append(parsing.ChunkSpan(len(spans), start, end, first_line, count))
-    copy_rows(session, _PLAN_KEYS, _KEY_COLUMNS, batch)
+    for records in (_fast_records, _scanned_records):
+        session.execute(text(f"TRUNCATE {_PLAN_KEYS}"))
+        spans.clear()
+        try:
+            _key_pass(session, records(path, fmt, header, table), rows_per_chunk, spans)
+            break
+        except _Unusual:
+            continue  # the file needs the scanner's record-by-record reading
     session.execute(
         text(
             f"""
@@ -110,6 +109,135 @@ def plan(
     )
     session.execute(text(f"TRUNCATE {_PLAN_KEYS}"))
     return spans
+
+
+class _Unusual(Exception):
+    """The fast reading of a file met something only the scanner reads right."""
+
+
+# (line, start, end, key or None) for each data record, in file order
+_Keyed = Iterator[tuple[int, int, int, tuple[str, ...] | None]]
+
+
+def _key_pass(
+    session: Session, records: _Keyed, rows_per_chunk: int, spans: list[parsing.ChunkSpan]
+) -> None:
+    batch: list[KeyRow] = []
+    count = start = first_line = end = 0
+    for line, rec_start, rec_end, key in records:
+        if count == 0:
+            start, first_line = rec_start, line
+        count += 1
+        end = rec_end
+        if key is not None:
+            batch.append((digest(key), line, len(spans), rec_start, rec_end))
+            if len(batch) >= _BATCH:
+                copy_rows(session, _PLAN_KEYS, _KEY_COLUMNS, batch)
+                batch.clear()
+        if count == rows_per_chunk:
+            spans.append(parsing.ChunkSpan(len(spans), start, end, first_line, count))
+            count = 0
+    if count:
+        spans.append(parsing.ChunkSpan(len(spans), start, end, first_line, count))
+    copy_rows(session, _PLAN_KEYS, _KEY_COLUMNS, batch)
+
+
+def _scanned_records(path: Any, fmt: str, header: list[str], table: str) -> _Keyed:
+    """Every record as the chunks' scanner reads it (any file, slower)."""
+    for located in parsing.scan_records(path, fmt, header):
+        rec = located.record
+        key = validation.raw_key(table, rec.values) if rec.values is not None else None
+        yield rec.line, located.start, located.end, key
+
+
+def _fast_records(path: Any, fmt: str, header: list[str], table: str) -> _Keyed:
+    """The common file, parsed in large blocks by the csv module (or json), in C.
+
+    Only the keys matter here, so a bad record needs no care: it has a wrong
+    key or none, and its chunk rejects it. Record boundaries must match the
+    scanner's, so where the csv module could cut records otherwise (a lone CR,
+    text after a closing quote) this raises :class:`_Unusual`.
+    """
+    names = validation.key_columns(table)
+    with path.open("rb") as f:
+        if fmt != "csv":
+            yield from _jsonl_records(f, names, table)
+            return
+        _, pos = parsing.read_header(path, fmt)
+        f.seek(0)
+        line = f.read(pos).count(b"\n") + 1  # the physical line the data starts on
+        index = {name: i for i, name in enumerate(header)}
+        picks = [index[n] for n in names if n in index]
+        if len(picks) != len(names):
+            return  # no key column: check_header refuses such a file anyway
+        width = len(header)
+        pick = operator.itemgetter(*picks) if len(picks) > 1 else lambda f: (f[picks[0]],)
+        make_key = validation.key_maker(table)
+        carry = b""
+        while True:
+            block = f.read(_BLOCK_BYTES)
+            data = carry + block
+            if not data:
+                return
+            if block:
+                cut = data.rfind(b"\n") + 1
+                data, carry = data[:cut], data[cut:]
+                if not data:
+                    continue  # no line break yet: read on
+            else:
+                carry = b""
+            text_block = data.decode("utf-8", "surrogateescape")
+            crs = text_block.count("\r")
+            if crs and crs != text_block.count("\r\n"):
+                raise _Unusual("a lone CR")
+            lens = list(accumulate(map(len, data.split(b"\n"))))
+
+            def offset(k: int, lens: list[int] = lens) -> int:
+                return lens[k - 1] + k if k else 0
+
+            reader = csv.reader(io.StringIO(text_block, newline=""), strict=True)
+            prev = 0
+            try:
+                for fields in reader:
+                    here = reader.line_num
+                    if fields:
+                        key = make_key(pick(fields)) if len(fields) == width else None
+                        yield line + prev, pos + offset(prev), pos + offset(here), key
+                    prev = here
+            except csv.Error as exc:
+                if not block or "unexpected end of data" not in str(exc):
+                    raise _Unusual(str(exc)) from None
+                carry = data[offset(prev) :] + carry  # a record goes on in the next block
+            consumed = offset(prev)
+            pos += consumed
+            line += prev
+
+
+def _jsonl_records(f: BinaryIO, names: tuple[str, ...], table: str) -> _Keyed:
+    pos = parsing.body_start(f)
+    f.seek(pos)
+    for line, raw in enumerate(f, start=1):
+        end = pos + len(raw)
+        if raw.strip():
+            yield line, pos, end, _json_key(raw.decode("utf-8", "surrogateescape"), names, table)
+        pos = end
+
+
+def _json_key(text_line: str, names: tuple[str, ...], table: str) -> tuple[str, ...] | None:
+    try:  # as worker.parsing reads a JSON record
+        obj = json.loads(text_line, strict=False)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    values = {}
+    for name in names:
+        value = obj.get(name)
+        if isinstance(value, str):
+            values[name] = value
+        elif isinstance(value, bool | int | float):
+            values[name] = str(value)
+    return validation.raw_key(table, values)
 
 
 def decide(

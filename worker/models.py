@@ -8,7 +8,6 @@ UPDATE, whoever issues it (the ORM, a bulk statement or psql).
 from __future__ import annotations
 
 import enum
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +24,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    Uuid,
     func,
     text,
 )
@@ -228,7 +226,7 @@ class JobChunkStart(SQLModel, table=True):
 class JobKeyDup(SQLModel, table=True):
     """Every occurrence of a natural key that appears more than once in an import file.
 
-    Written by the plan (one pass over the file, keys as 128-bit digests), read
+    Written by the plan (one pass over the file, keys as 64-bit digests), read
     by each chunk: a row whose key also occurs on another line, in any chunk, is
     decided as one sequential pass over the file would decide it (the earlier
     valid line wins in insert/skip, the last valid line wins in upsert), whatever
@@ -243,7 +241,7 @@ class JobKeyDup(SQLModel, table=True):
     )
     line: int = Field(sa_column=Column(BigInteger, primary_key=True))
     chunk_no: int = Field(sa_column=Column(Integer, nullable=False))
-    digest: uuid.UUID = Field(sa_column=Column(Uuid, nullable=False))
+    digest: int = Field(sa_column=Column(BigInteger, nullable=False))  # 64 bits of the key
     start: int = Field(sa_column=Column(BigInteger, nullable=False))  # byte range of the record
     end: int = Field(sa_column=Column(BigInteger, nullable=False))
 

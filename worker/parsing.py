@@ -448,6 +448,11 @@ def _json_type(value: object) -> str:
 # --- every record with its byte range (for the plan's key pass) ------------------------
 
 
+def body_start(f: BinaryIO) -> int:
+    """Where a JSON Lines file's content starts (past a byte order mark)."""
+    return _data_start(f)
+
+
 @dataclass(frozen=True)
 class Located:
     start: int  # byte offset where the record starts

@@ -8,7 +8,7 @@ and why. Whether a todo's owner exists is checked later, against the database.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -330,16 +330,31 @@ def user_key(row: UserRow) -> tuple[str, ...]:
     return (row.email,)
 
 
+def key_columns(table: str) -> tuple[str, ...]:
+    """The input columns a table's natural key is made of."""
+    return ("title", "owner_email") if table == "todos" else ("email",)
+
+
 def raw_key(table: str, values: dict[str, str]) -> tuple[str, ...] | None:
     """The natural key a valid row with these raw values would have (as the row keys above).
 
     None when a key column is missing. Used to find duplicates before
     validating: a row that turns out invalid is no duplicate of anything.
     """
-    if table == "todos":
-        title, email = values.get("title"), values.get("owner_email")
-        if title is None or email is None:
-            return None
-        return (title, email.strip().lower())
-    email = values.get("email")
-    return None if email is None else (email.strip().lower(),)
+    parts = [values.get(name) for name in key_columns(table)]
+    if any(p is None for p in parts):
+        return None
+    return key_maker(table)(parts)  # type: ignore[arg-type]
+
+
+def _todo_raw_key(parts: Sequence[str]) -> tuple[str, ...]:
+    return (parts[0], parts[1].strip().lower())
+
+
+def _user_raw_key(parts: Sequence[str]) -> tuple[str, ...]:
+    return (parts[0].strip().lower(),)
+
+
+def key_maker(table: str) -> Callable[[Sequence[str]], tuple[str, ...]]:
+    """Raw values of :func:`key_columns`, in order -> the key a valid row would have."""
+    return _todo_raw_key if table == "todos" else _user_raw_key

@@ -23,7 +23,7 @@ def upgrade() -> None:
         sa.Column("job_id", sa.BigInteger(), nullable=False),
         sa.Column("line", sa.BigInteger(), nullable=False),
         sa.Column("chunk_no", sa.Integer(), nullable=False),
-        sa.Column("digest", sa.Uuid(), nullable=False),
+        sa.Column("digest", sa.BigInteger(), nullable=False),
         sa.Column("start", sa.BigInteger(), nullable=False),
         sa.Column("end", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),

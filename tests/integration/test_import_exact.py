@@ -107,15 +107,19 @@ def test_owner_deleted_after_the_lookup_is_one_reject(bulkops_env: dict[str, str
     with db.session_scope() as s:
         ann = int(s.execute(text("SELECT id FROM users")).scalar_one())
         gone = ann + 1000
-        records = [(2, ("a", "active", ann, None)), (3, ("b", "active", gone, None))]
-        records += [(4 + i, (f"c{i}", "active", ann, None)) for i in range(50)]
+        records = [
+            (line, (f"t{line}", "active", gone if line % 20 == 3 else ann, None))
+            for line in range(2, 402)
+        ]
         raw = {line: f"row {line}" for line, _ in records}
         # When the rows are loaded
         outcome = loader.load(s, loader.TODOS, records, raw, "insert", dry_run=False)
-    # Then the orphan is a reject with the foreign key's name and the rest loaded
-    assert outcome.inserted == 51
-    assert [(r.line, r.raw) for r in outcome.rejects] == [(3, "row 3")]
-    assert 'foreign key constraint "todos_owner_id_fkey"' in outcome.rejects[0].reason
+    # Then each orphan is a reject with the foreign key's name and the rest loaded
+    assert outcome.inserted == 380
+    assert [r.line for r in outcome.rejects] == [line for line in range(2, 402) if line % 20 == 3]
+    for r in outcome.rejects:
+        assert 'foreign key constraint "todos_owner_id_fkey"' in r.reason
+        assert r.raw == f"row {r.line}"
 
 
 def test_upsert_of_a_key_committed_meanwhile_applies_the_new_values(

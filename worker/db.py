@@ -200,6 +200,14 @@ def pg_copy_text(value: Any) -> str:
     return s
 
 
+def _copy_line(row: Sequence[Any]) -> str:
+    """One row in COPY text format: plain values joined at once, escaped only when needed."""
+    line = "\t".join([r"\N" if v is None else v if type(v) is str else str(v) for v in row])
+    if "\\" in line or "\n" in line or "\r" in line or line.count("\t") != len(row) - 1:
+        line = "\t".join(map(pg_copy_text, row))
+    return line
+
+
 def copy_rows(
     session: Session, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
 ) -> int:
@@ -210,7 +218,7 @@ def copy_rows(
     encoded raises :class:`UnencodableValue` naming its row (``copy_line``), as
     PostgreSQL names the line of a value it refuses.
     """
-    lines = ["\t".join(map(pg_copy_text, row)) for row in rows]
+    lines = [_copy_line(row) for row in rows]
     if not lines:
         return 0
     lines.append("")

@@ -32,6 +32,7 @@ rows. No good row is ever rejected for want of budget.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -139,9 +140,7 @@ def _load(
     if not _stage_first.get(spec.table):
         try:
             with savepoint(session):
-                inserted = copy_rows(
-                    session, spec.table, spec.columns, _with_defaults(spec, records)
-                )
+                inserted = _copy_new(session, spec, records)
             return LoadOutcome(inserted=inserted)
         except DataError:
             _stage_first[spec.table] = True
@@ -165,6 +164,18 @@ def _load(
         "the database kept refusing rows of this chunk that it accepted one by one "
         "(concurrent writers?); the chunk is retried"
     )
+
+
+def _copy_new(session: Session, spec: TableSpec, records: Sequence[Record]) -> int:
+    """COPY records straight into the table; defaulted columns no row gives are left out."""
+    slots = [i for i, c in enumerate(spec.columns) if c in spec.defaults]
+    if slots and all(values[i] is None for _, values in records for i in slots):
+        keep = [i for i in range(len(spec.columns)) if i not in slots]
+        columns = [spec.columns[i] for i in keep]
+        pick = operator.itemgetter(*keep)
+        rows = [pick(values) if len(keep) > 1 else (pick(values),) for _, values in records]
+        return copy_rows(session, spec.table, columns, rows)
+    return copy_rows(session, spec.table, spec.columns, _with_defaults(spec, records))
 
 
 def _with_defaults(spec: TableSpec, records: Sequence[Record]) -> list[tuple[Any, ...]]:

@@ -1,7 +1,9 @@
-"""The fast bulk path shared by seeding and imports: COPY, staging, set-based insert.
+"""Seeding's bulk path (COPY, then staging with ON CONFLICT DO NOTHING) and owners by email.
 
-Optimistic first: rows are COPYed straight into the target table inside a
-savepoint (raw COPY speed when nothing conflicts). If the database refuses
+Imports load through :mod:`worker.loader`, which also finds rows the database
+refuses; seeding generates rows that are valid by construction. Optimistic
+first: rows are COPYed straight into the target table inside a savepoint (raw
+COPY speed when nothing conflicts). If the database refuses
 the batch, we roll back to the savepoint and load through a temporary
 staging table with ``INSERT … SELECT … ON CONFLICT DO NOTHING``, which finds
 every conflict in one pass.

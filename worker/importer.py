@@ -33,7 +33,6 @@ from worker.models import Job, JobKind
 from worker.runner import ChunkResult
 
 TABLES = ("todos", "users")
-FORMATS = ("csv", "jsonl")
 MODES = ("insert", "upsert", "skip")
 
 
@@ -50,8 +49,9 @@ class ImportParams:
     def __post_init__(self) -> None:
         if self.table not in TABLES:
             raise UsageError(f"--table must be one of {', '.join(TABLES)}, not {self.table!r}")
-        if self.format not in FORMATS:
-            raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {self.format!r}")
+        if self.format not in parsing.FORMATS:
+            expected = ", ".join(parsing.FORMATS)
+            raise UsageError(f"--format must be one of {expected}, not {self.format!r}")
         if self.mode not in MODES:
             raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if self.max_errors is not None and self.max_errors < 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -18,7 +19,6 @@ from typing import Any
 import psycopg2
 import sqlalchemy.exc as sa_exc
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.orm import SessionTransaction
 from sqlmodel import Session
 
 from worker.config import Settings, get_settings
@@ -170,24 +170,40 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
             raise
 
 
+_savepoint_ids = itertools.count(1)
+
+
 @contextlib.contextmanager
-def savepoint(session: Session) -> Iterator[SessionTransaction]:
+def savepoint(session: Session, *, keep: bool = True) -> Iterator[None]:
     """A SAVEPOINT: errors inside roll back to it and propagate, translated.
 
-    The caller decides what to do with the error (reject rows, bisect); the
-    enclosing transaction stays usable.
+    With ``keep=False`` the block is a trial: rolled back even when it succeeds.
+    The enclosing transaction stays usable either way. Savepoints are ours,
+    not SQLAlchemy's ``begin_nested``, because ``ROLLBACK TO`` leaves the
+    savepoint in place: everything after it would run nested inside, and each
+    level that writes takes one of PostgreSQL's 64 cached subtransaction ids.
+    So a rolled-back savepoint is released at once.
     """
-    nested = session.begin_nested()
+    name = f"bulkops_sp_{next(_savepoint_ids)}"
+    session.execute(text(f"SAVEPOINT {name}"))
     try:
         with translated():
-            yield nested
+            yield
     except BaseException:
-        if nested.is_active:
-            nested.rollback()
+        with contextlib.suppress(Exception):  # a dead connection: the error above says why
+            _undo(session, name)
         raise
+    if keep:
+        with translated():
+            session.execute(text(f"RELEASE SAVEPOINT {name}"))
     else:
-        if nested.is_active:
-            nested.commit()
+        _undo(session, name)
+
+
+def _undo(session: Session, name: str) -> None:
+    with translated():
+        session.execute(text(f"ROLLBACK TO SAVEPOINT {name}"))
+        session.execute(text(f"RELEASE SAVEPOINT {name}"))
 
 
 def pg_copy_text(value: Any) -> str:

@@ -42,7 +42,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel import Session
 
-from worker.db import copy_rows, savepoint, translated
+from worker.db import copy_rows, savepoint
 from worker.errors import ConcurrencyConflict, DataError
 from worker.ledger import RejectedRow
 
@@ -127,11 +127,8 @@ def load(
         return LoadOutcome()
     if not dry_run:
         return _load(session, spec, records, raw, mode)
-    trial = session.begin_nested()
-    try:
+    with savepoint(session, keep=False):
         return _load(session, spec, records, raw, mode)
-    finally:
-        trial.rollback()
 
 
 def _load(
@@ -428,15 +425,11 @@ def _existing_lines(session: Session, spec: TableSpec) -> list[int]:
 
 def _trial(session: Session, attempt: Callable[[], object]) -> DataError | None:
     """Run ``attempt()`` in a savepoint that is always rolled back; the error, if any."""
-    nested = session.begin_nested()
     try:
-        with translated():
+        with savepoint(session, keep=False):
             attempt()
     except DataError as exc:
         return exc
-    finally:
-        if nested.is_active:
-            nested.rollback()
     return None
 
 

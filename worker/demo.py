@@ -199,7 +199,7 @@ def _demo_import(imports: Path, wait: Any) -> bool:
     out = imports / f"rejects-{summary.id}.csv"
     export_rejects(summary.id, out)
     typer.echo(f"{'':<28} rejects exported to {out} (fix them and import that file as it is)")
-    return (
+    return bool(
         summary.state == "partially_succeeded"
         and summary.rows_inserted == 4
         and summary.rows_rejected == len(SAMPLE_BAD_ROWS)

@@ -199,6 +199,13 @@ def set_planned(job_id: int, chunks_total: int) -> str:
     return str(row.state) if row else ""
 
 
+def resume_requested(job: Job) -> bool:
+    """Recovery re-sent this planned job since its last sign of life (its chunks were lost)."""
+    return job.resent_at is not None and (
+        job.heartbeat_at is None or job.resent_at > job.heartbeat_at
+    )
+
+
 def touch(job_id: int) -> None:
     """A sign of life from the job's planner (its fan-out was resumed)."""
     with session_scope() as session:

@@ -83,7 +83,11 @@ def start_job(job_id: int, operation: Operation, enqueue: EnqueueFn) -> int:
         if job is None:
             logger.info("job not claimable (finished or cancelled)", extra={"job_id": job_id})
             return 0
-        if job.chunks_total is not None:  # planned and sent before: resume lost chunks
+        if job.chunks_total is not None:  # planned and sent before
+            if not ledger.resume_requested(job):
+                logger.info("job already planned and running", extra={"job_id": job_id})
+                return 0
+            # recovery found it stuck (its chunk messages lost): send them again
             missing = chunks.pending(job_id, job.chunks_total)
             for chunk_no in missing:
                 enqueue(job_id, chunk_no)

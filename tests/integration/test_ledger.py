@@ -563,6 +563,17 @@ def test_rejects_make_the_job_partially_succeeded(chunk_with_rejects: int) -> No
     assert chunk_nos == [chunk_with_rejects]
 
 
+def test_a_reject_with_lone_surrogates_is_stored() -> None:
+    op = AddUsers(chunks=1)
+    job_id, _ = started_job(op)
+    with session_scope() as s:
+        ledger.add_rejects(
+            s, job_id, 0, [RejectedRow(7, "title", "not storable: '\ud800'", '{"title": "\ud800"}')]
+        )
+    (r,) = ledger.get_rejects(job_id)
+    assert (r.line, r.reason, r.raw) == (7, "not storable: '\ufffd'", '{"title": "\ufffd"}')
+
+
 # --- cancel and fail ---------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from kombu.exceptions import KombuError
 
 from worker import ledger, runner
 from worker.errors import BrokerUnavailable, BulkopsError, RetryableError
+from worker.models import JobState
 
 logger = get_task_logger(__name__)
 
@@ -88,7 +89,7 @@ def chunk(task: Task, job_id: int, chunk_no: int, operation: runner.Operation) -
         if outcome.ran:
             _progress(task, outcome)
         return {"job_id": job_id, "chunk": chunk_no, "ran": outcome.ran, "state": outcome.state}
-    return {"job_id": job_id, "chunk": chunk_no, "ran": False, "state": "failed"}
+    return {"job_id": job_id, "chunk": chunk_no, "ran": False, "state": JobState.FAILED.value}
 
 
 def _progress(task: Task, outcome: runner.ChunkOutcome) -> None:

@@ -77,7 +77,7 @@ def _submit(kind: str, params: dict[str, Any], send: SendFn, key: str | None) ->
             ),
             {
                 "kind": kind,
-                "queued": JobState.QUEUED.value,
+                **STATES,
                 "params": to_json(params),
                 "key": key,
                 "task_id": task_id,
@@ -110,7 +110,7 @@ def _submit(kind: str, params: dict[str, Any], send: SendFn, key: str | None) ->
         with session_scope() as session:
             session.execute(
                 text("DELETE FROM jobs WHERE id = :id AND state = :queued"),
-                {"id": job_id, "queued": JobState.QUEUED.value},
+                {"id": job_id, **STATES},
             )
         raise
     return job_id

@@ -32,9 +32,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("job_id", "line"),
     )
-    op.create_index(
-        "ix_job_update_ids_job_id_chunk_no", "job_update_ids", ["job_id", "chunk_no"]
-    )
+    op.create_index("ix_job_update_ids_job_id_chunk_no", "job_update_ids", ["job_id", "chunk_no"])
 
 
 def downgrade() -> None:

@@ -120,10 +120,10 @@ def holding(job_id: int, k2: int) -> Iterator[Connection | None]:
                         {"k1": job_key(job_id), "k2": k2},
                     )
                     conn.commit()
-            except BaseException:
-                # A lock left on a pooled connection would keep the work "alive" for good.
+            except Exception:
+                # A lock left on a pooled connection would keep the work "alive" for
+                # good: drop the connection instead (its backend ends, the lock with it).
                 conn.invalidate()
-                raise
     finally:
         conn.close()
 

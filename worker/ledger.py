@@ -55,13 +55,14 @@ def submit(kind: str, params: dict[str, Any], send: SendFn, key: str | None = No
         with translated():
             conn.execute(text("SELECT pg_advisory_lock(hashtextextended(:k, 0))"), {"k": key})
             conn.commit()
-        try:
-            return _submit(kind, params, send, key)
-        finally:
-            with translated():
-                conn.execute(text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": key})
-                conn.commit()
+        return _submit(kind, params, send, key)
     finally:
+        try:
+            conn.rollback()
+            conn.execute(text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": key})
+            conn.commit()
+        except Exception:
+            conn.invalidate()  # never leave the key locked on a pooled connection
         conn.close()
 
 

@@ -33,6 +33,13 @@ PLANNER = 2**31 - 1
 _JOB_KEY_MOD = 2**31 - 1
 # A backend whose client died mid-statement notices within this many ms (PostgreSQL 14+).
 CLIENT_CHECK_INTERVAL_MS = 2000
+# Server-side keepalives of a worker's lock connection: a host that vanished (no
+# FIN) is seen dead after about idle + interval * count seconds (ignored on sockets).
+TCP_KEEPALIVES = {
+    "tcp_keepalives_idle": 10,
+    "tcp_keepalives_interval": 5,
+    "tcp_keepalives_count": 3,
+}
 # A second delivery waits this long for a dead predecessor's backend to end, then
 # leaves the work to the live holder (polling every LOCK_POLL_S).
 HOLDER_GRACE_S = 3 * CLIENT_CHECK_INTERVAL_MS / 1000
@@ -105,6 +112,9 @@ def holding(job_id: int, k2: int) -> Iterator[Connection | None]:
     try:
         with translated():
             conn.execute(text(f"SET client_connection_check_interval = {CLIENT_CHECK_INTERVAL_MS}"))
+            # A lost node sends no FIN: the server's keepalives find it instead.
+            for name, value in TCP_KEEPALIVES.items():
+                conn.execute(text(f"SET {name} = {value}"))
             got = _try_lock(conn, job_key(job_id), k2)
         if not got:
             yield None

@@ -40,9 +40,11 @@ TCP_KEEPALIVES = {
     "tcp_keepalives_interval": 5,
     "tcp_keepalives_count": 3,
 }
-# A second delivery waits this long for a dead predecessor's backend to end, then
-# leaves the work to the live holder (polling every LOCK_POLL_S).
-HOLDER_GRACE_S = 3 * CLIENT_CHECK_INTERVAL_MS / 1000
+# A second delivery waits this long for a dead predecessor's backend to end (a
+# pool process killed: its message is requeued at once), then leaves the work to
+# the live holder (polling every LOCK_POLL_S). Generous: a loaded server may take
+# a while, and a duplicate of a live chunk is rare (recovery never sends one).
+HOLDER_GRACE_S = 10 * CLIENT_CHECK_INTERVAL_MS / 1000
 LOCK_POLL_S = 0.2
 
 

@@ -15,11 +15,12 @@ from kombu.exceptions import KombuError
 from worker import bulkload, ledger
 from worker.db import session_scope
 from worker.errors import BrokerUnavailable, UsageError
-from worker.importer import ImportParams, confine, guess_format
+from worker.importer import ImportParams, guess_format
 from worker.ledger import JobSummary, RejectedRow
 from worker.models import JobKind
 from worker.queues import IMPORTS, UPDATES
 from worker.seeding import SeedParams
+from worker.source import confine
 from worker.updates import UpdateParams
 
 # Job kind -> (the job task that plans it, its queue).

@@ -17,7 +17,6 @@ rejected (``read`` is their sum).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +26,11 @@ from sqlmodel import Session
 
 from worker import bulkload, duplicates, loader, parsing, validation
 from worker.config import get_settings
-from worker.errors import ImportPathError, UsageError
+from worker.errors import UsageError
 from worker.ledger import ChunkCounts, RejectedRow
 from worker.models import Job, JobKind
 from worker.runner import ChunkResult
+from worker.source import confine
 
 TABLES = ("todos", "users")
 MODES = ("insert", "upsert", "skip")
@@ -87,33 +87,6 @@ class ImportParams:
 def guess_format(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
     return "jsonl" if suffix in {".jsonl", ".ndjson", ".json"} else "csv"
-
-
-def confine(path: str | Path, root: Path | None = None) -> tuple[Path, str]:
-    """The real file for ``path`` and its path relative to the import root.
-
-    Relative paths are taken from the root. ``..``, absolute paths outside the
-    root and symlinks that lead out are refused, as are non-regular files.
-    """
-    root = (root or get_settings().import_root).resolve()
-    candidate = Path(path)
-    if not candidate.is_absolute():
-        candidate = root / candidate
-    try:
-        real = candidate.resolve(strict=True)
-    except FileNotFoundError:
-        raise ImportPathError(f"{path}: no such file under the import root {root}") from None
-    except (OSError, RuntimeError) as exc:
-        raise ImportPathError(f"{path}: cannot be resolved: {exc}") from None
-    if not real.is_relative_to(root):
-        raise ImportPathError(
-            f"{path}: outside the import root {root} (set BULKOPS_IMPORT_ROOT); refused"
-        )
-    if not real.is_file():
-        raise ImportPathError(f"{path}: not a regular file")
-    if not os.access(real, os.R_OK):
-        raise ImportPathError(f"{path}: not readable")
-    return real, str(real.relative_to(root))
 
 
 class ImportOperation:

@@ -1,7 +1,8 @@
 """Streaming readers for import files: CSV with a header, and JSON Lines.
 
 Files may be far larger than memory, so nothing here reads a whole file. A
-single byte-level scanner finds record boundaries; :func:`plan_chunks` runs it
+single byte-level scanner (worker.scanner) finds record boundaries at LF, CRLF
+and (CSV) lone-CR line ends; :func:`plan_chunks` runs it
 once over the file to cut it into chunks, and :func:`read_chunk` runs it again
 over one chunk's byte range, so both always agree on where records are.
 
@@ -18,18 +19,21 @@ import csv
 import io
 import json
 import operator
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from worker.errors import InputFormatError, UsageError
+from worker.scanner import MAX_RECORD_BYTES, RawRecord, scan, strip_newline
+from worker.source import ConfinedFile
 
 FORMATS = ("csv", "jsonl")
 
-# A record larger than this is rejected without being held in memory whole.
-MAX_RECORD_BYTES = 32 * 1024 * 1024
-_PIECE_BYTES = 1024 * 1024  # readline() limit: bounds memory for huge lines
+# What the readers read: a confined import file (worker.source), or a Path in tests and tools.
+Source = ConfinedFile | Path
+
 _RAW_PREVIEW_BYTES = 1024  # how much of an oversized record is kept as its raw text
 _BOM = b"\xef\xbb\xbf"
 
@@ -56,89 +60,6 @@ class Record:
     column: str | None = None  # which column the error is about, if known
 
 
-# --- the scanner -------------------------------------------------------------------
-
-# CSV scanner states, as in the csv module's reader.
-_START, _FIELD, _QUOTED, _QUOTE_IN_QUOTED = range(4)
-_QUOTE = ord('"')
-_COMMA = ord(",")
-
-
-@dataclass(frozen=True)
-class _RawRecord:
-    start: int
-    end: int
-    line: int  # physical line where the record starts
-    next_line: int  # physical line just after it
-    data: bytes  # the record's bytes; only a prefix when size > MAX_RECORD_BYTES
-    size: int
-    terminated: bool  # False: end of file inside a quoted field
-    blank: bool  # only whitespace (JSONL) or only a line break (CSV)
-
-
-def _advance(buf: bytes, state: int) -> int:
-    """Run the CSV state machine over ``buf`` (no newlines); return the new state.
-
-    Only quote characters need a look; the commas that matter are the one just
-    before a quote (does the quote open a field?) and the last byte.
-    """
-    i, n = 0, len(buf)
-    while i < n:
-        if state == _QUOTED:
-            j = buf.find(b'"', i)
-            if j < 0:
-                return _QUOTED
-            state, i = _QUOTE_IN_QUOTED, j + 1
-        elif state == _QUOTE_IN_QUOTED:
-            c = buf[i]
-            state = _QUOTED if c == _QUOTE else _START if c == _COMMA else _FIELD
-            i += 1
-        elif state == _START and buf[i] == _QUOTE:
-            state, i = _QUOTED, i + 1
-        else:  # unquoted text: a quote here opens a field only right after a comma
-            j = buf.find(b'"', i)
-            if j < 0:
-                return _START if buf[n - 1] == _COMMA else _FIELD
-            state = _QUOTED if j > i and buf[j - 1] == _COMMA else _FIELD
-            i = j + 1
-    return state
-
-
-def _scan(
-    f: BinaryIO, pos: int, line: int, *, csv_mode: bool, keep: bool, stop: int | None = None
-) -> Iterator[_RawRecord]:
-    """Yield the raw records from byte ``pos`` (at physical ``line``) up to ``stop``/EOF."""
-    f.seek(pos)
-    while stop is None or pos < stop:
-        start, first_line = pos, line
-        parts: list[bytes] = []
-        size, blank, state = 0, True, _START
-        while True:
-            piece = f.readline(_PIECE_BYTES)
-            if not piece:
-                break
-            size += len(piece)
-            pos += len(piece)
-            if keep and size <= MAX_RECORD_BYTES:
-                parts.append(piece)
-            ended = piece.endswith(b"\n")
-            content = piece[:-1] if ended else piece
-            if ended:
-                line += 1
-            if csv_mode:
-                blank = blank and not content.strip(b"\r")
-                state = _advance(content, state)
-            else:
-                blank = blank and not content.strip()
-            if ended and state != _QUOTED:
-                break
-        if size == 0:
-            return
-        yield _RawRecord(
-            start, pos, first_line, line, b"".join(parts), size, state != _QUOTED, blank
-        )
-
-
 def _check_format(fmt: str) -> bool:
     """Return True for CSV, False for JSONL; anything else is a usage error."""
     if fmt not in FORMATS:
@@ -152,18 +73,10 @@ def _data_start(f: BinaryIO) -> int:
     return len(_BOM) if f.read(len(_BOM)) == _BOM else 0
 
 
-def _strip_newline(data: bytes) -> bytes:
-    if data.endswith(b"\n"):
-        data = data[:-1]
-        if data.endswith(b"\r"):
-            data = data[:-1]
-    return data
-
-
-def _raw_text(rec: _RawRecord) -> str:
+def _raw_text(rec: RawRecord) -> str:
     if rec.size > MAX_RECORD_BYTES:
         return rec.data[:_RAW_PREVIEW_BYTES].decode("utf-8", errors="replace") + "…"
-    return _strip_newline(rec.data).decode("utf-8", errors="replace")
+    return strip_newline(rec.data).decode("utf-8", errors="replace")
 
 
 # --- header and chunk planning -----------------------------------------------------
@@ -185,7 +98,7 @@ def _parse_csv_line(text: str) -> list[str]:
     return rows[0]
 
 
-def read_header(path: Path, fmt: str) -> tuple[list[str], int]:
+def read_header(path: Source, fmt: str) -> tuple[list[str], int]:
     """CSV: the header's column names and the byte offset just past it. JSONL: ([], 0).
 
     Raises InputFormatError for an empty file, an undecodable or malformed
@@ -194,7 +107,7 @@ def read_header(path: Path, fmt: str) -> tuple[list[str], int]:
     if not _check_format(fmt):
         return [], 0
     with path.open("rb") as f:
-        rec = next(_scan(f, _data_start(f), 1, csv_mode=True, keep=True), None)
+        rec = next(scan(f, _data_start(f), 1, csv_mode=True, keep=True), None)
     if rec is None:
         raise InputFormatError(f"{path.name} is empty")
     if rec.blank:
@@ -204,7 +117,7 @@ def read_header(path: Path, fmt: str) -> tuple[list[str], int]:
     if rec.size > MAX_RECORD_BYTES:
         raise InputFormatError(f"{path.name}: the header is larger than {_mib()} MiB")
     try:
-        text = _strip_newline(rec.data).decode("utf-8")
+        text = strip_newline(rec.data).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputFormatError(
             f"{path.name}: the header is not valid UTF-8 (byte offset {exc.start})"
@@ -231,11 +144,11 @@ def _body_start(f: BinaryIO, csv_mode: bool) -> tuple[int, int] | None:
     pos = _data_start(f)
     if not csv_mode:
         return pos, 1
-    header = next(_scan(f, pos, 1, csv_mode=True, keep=False), None)
+    header = next(scan(f, pos, 1, csv_mode=True, keep=False), None)
     return None if header is None else (header.end, header.next_line)
 
 
-def plan_chunks(path: Path, fmt: str, rows_per_chunk: int) -> list[ChunkSpan]:
+def plan_chunks(path: Source, fmt: str, rows_per_chunk: int) -> list[ChunkSpan]:
     """Cut the file at record boundaries every ``rows_per_chunk`` records, in one pass.
 
     Blank lines are not records; they count for line numbers only. An empty or
@@ -250,7 +163,7 @@ def plan_chunks(path: Path, fmt: str, rows_per_chunk: int) -> list[ChunkSpan]:
         if body is None:
             return spans
         count = start = first_line = end = 0
-        for rec in _scan(f, body[0], body[1], csv_mode=csv_mode, keep=False):
+        for rec in scan(f, body[0], body[1], csv_mode=csv_mode, keep=False):
             if rec.blank:
                 continue
             if count == 0:
@@ -268,7 +181,7 @@ def plan_chunks(path: Path, fmt: str, rows_per_chunk: int) -> list[ChunkSpan]:
 # --- reading records ---------------------------------------------------------------
 
 
-def read_chunk(path: Path, fmt: str, span: ChunkSpan, header: list[str]) -> Iterator[Record]:
+def read_chunk(path: Source, fmt: str, span: ChunkSpan, header: list[str]) -> Iterator[Record]:
     """Yield the span's records in order, each with its values or an error."""
     csv_mode = _check_format(fmt)
     if csv_mode:
@@ -277,22 +190,21 @@ def read_chunk(path: Path, fmt: str, span: ChunkSpan, header: list[str]) -> Iter
             yield from fast
             return
     with path.open("rb") as f:
-        for rec in _scan(
+        for rec in scan(
             f, span.start, span.first_line, csv_mode=csv_mode, keep=True, stop=span.end
         ):
             if not rec.blank:
                 yield _csv_record(rec, header) if csv_mode else _jsonl_record(rec)
 
 
-def _fast_csv_chunk(path: Path, span: ChunkSpan, header: list[str]) -> list[Record] | None:
+def _fast_csv_chunk(path: Source, span: ChunkSpan, header: list[str]) -> list[Record] | None:
     """The common case of :func:`read_chunk` for CSV, in one pass; None when it does not apply.
 
     The chunk is read and decoded once and parsed by one ``csv.reader``. This
     gives exactly the records of the per-record path, provided the chunk is
-    small enough that no record can be oversized, is valid UTF-8, has no NUL
-    and no CR outside a CRLF (the csv module would end a record at a lone CR,
-    the scanner does not), and every record is well-formed (no csv.Error: an
-    unterminated quote or text after a closing quote). Otherwise the caller
+    small enough that no record can be oversized, is valid UTF-8, has no NUL,
+    and every record is well-formed (no csv.Error: an unterminated quote or
+    text after a closing quote). Both end lines at LF, CRLF and a lone CR. Otherwise the caller
     takes the per-record path, which reports each bad record on its own.
     """
     size = span.end - span.start
@@ -309,12 +221,9 @@ def _fast_csv_chunk(path: Path, span: ChunkSpan, header: list[str]) -> list[Reco
         return None
     if "\x00" in text:
         return None
-    crs = text.count("\r")
-    if crs and crs != text.count("\r\n"):
-        return None
-    # Physical lines: with no lone CR, io.StringIO(newline="") and split("\n")
-    # agree on them, so reader.line_num indexes into ``lines``.
-    lines = text.split("\n")
+    # Physical lines, with their line ends, as csv.reader sees them (LF, CRLF
+    # or lone CR), so reader.line_num indexes into ``lines``.
+    lines = io.StringIO(text, newline="").readlines()
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     n_fields = len(header)
     keep = [i for i, name in enumerate(header) if name[:1] != "_"]
@@ -331,11 +240,10 @@ def _fast_csv_chunk(path: Path, span: ChunkSpan, header: list[str]) -> list[Reco
             start, prev = prev, cur
             if not fields:  # a blank line (only a line break) is not a record
                 continue
-            if cur - start == 1:
-                raw = lines[start]
-            else:
-                raw = "\n".join(lines[start:cur])
-            if raw[-1:] == "\r":  # no lone CR, so this CR was part of a CRLF
+            raw = lines[start] if cur - start == 1 else "".join(lines[start:cur])
+            if raw[-1:] == "\n":  # the record's own line end is not part of its text
+                raw = raw[:-2] if raw[-2:-1] == "\r" else raw[:-1]
+            elif raw[-1:] == "\r":
                 raw = raw[:-1]
             line = first_line + start
             if len(fields) != n_fields:
@@ -360,7 +268,7 @@ def _mib() -> int:
     return MAX_RECORD_BYTES // (1024 * 1024)
 
 
-def _reject(rec: _RawRecord, error: str, column: str | None = None) -> Record:
+def _reject(rec: RawRecord, error: str, column: str | None = None) -> Record:
     return Record(rec.line, None, _raw_text(rec), error, column)
 
 
@@ -368,12 +276,12 @@ def _has_undecodable(value: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in value)
 
 
-def _csv_record(rec: _RawRecord, header: list[str]) -> Record:
+def _csv_record(rec: RawRecord, header: list[str]) -> Record:
     if not rec.terminated:
         return _reject(rec, "unterminated quoted field")
     if rec.size > MAX_RECORD_BYTES:
         return _reject(rec, f"record is larger than {_mib()} MiB")
-    data = _strip_newline(rec.data)
+    data = strip_newline(rec.data)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -398,41 +306,86 @@ def _csv_record(rec: _RawRecord, header: list[str]) -> Record:
     return _finish(rec, text, values)
 
 
-def _finish(rec: _RawRecord, raw: str, values: dict[str, str]) -> Record:
+def _finish(rec: RawRecord, raw: str, values: dict[str, str]) -> Record:
     for name, value in values.items():
         if "\x00" in value:
             return _reject(rec, f"NUL byte in column {name}", name)
     return Record(rec.line, values, raw)
 
 
-def _jsonl_record(rec: _RawRecord) -> Record:
+class _Number(str):
+    """A JSON number, as written in the file."""
+
+
+class _NotJson:
+    """A NaN, Infinity or -Infinity literal: json accepts them, JSON does not."""
+
+    def __init__(self, literal: str) -> None:
+        self.literal = literal
+
+
+# strict=False lets control characters (a raw NUL, a tab) into strings, so a NUL
+# is reported by column rather than as a JSON syntax error. Numbers are kept as
+# written (the columns are text: 1e999 is not "inf", 0.10 is not "0.1"), which
+# also means no number is too large to parse.
+_JSON = json.JSONDecoder(
+    strict=False, parse_int=_Number, parse_float=_Number, parse_constant=_NotJson
+)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogate(text: str) -> str | None:
+    """Why ``text`` cannot be stored as UTF-8 (a lone surrogate from a \\ud800 escape), or None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"not valid Unicode (lone surrogate U+{ord(text[exc.start]):04X})"
+    return None
+
+
+def _jsonl_record(rec: RawRecord) -> Record:
+    """One JSON Lines record; every value that cannot be stored is this record's reject."""
     if rec.size > MAX_RECORD_BYTES:
         return _reject(rec, f"record is larger than {_mib()} MiB")
-    data = _strip_newline(rec.data)
+    data = strip_newline(rec.data)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         return _reject(rec, f"invalid UTF-8 at byte offset {exc.start} of the record")
     try:
-        # strict=False lets control characters (a raw NUL, a tab) into strings, so
-        # a NUL is reported by column below rather than as a JSON syntax error.
-        obj = json.loads(text, strict=False)
+        obj = _JSON.decode(text)
     except json.JSONDecodeError as exc:
         if "\x00" in text:
             return _reject(rec, "NUL byte in the record")
         return _reject(rec, f"malformed JSON: {exc}")
-    except (ValueError, RecursionError) as exc:  # huge integers, absurd nesting
+    except (ValueError, RecursionError) as exc:  # absurd nesting
         return _reject(rec, f"malformed JSON: {exc}")
     if not isinstance(obj, dict):
         return _reject(rec, f"expected a JSON object, got {_json_type(obj)}")
     values: dict[str, str] = {}
     for key, value in obj.items():
-        if key[:1] == "_" or value is None:
+        if key[:1] == "_":
             continue
-        if isinstance(value, str):
+        bad = _lone_surrogate(key)
+        if bad is not None:  # the name is shown escaped, so the reason is storable
+            shown = _SURROGATE.sub("\ufffd", key)
+            return _reject(rec, f"column {ascii(key)}: the column name is {bad}", shown)
+        if value is None:
+            continue
+        if type(value) is str:
+            bad = _lone_surrogate(value)
+            if bad is not None:
+                return _reject(rec, f"column {key}: {bad}", key)
             values[key] = value
-        elif isinstance(value, bool | int | float):
+        elif isinstance(value, _Number | bool):
             values[key] = str(value)
+        elif isinstance(value, _NotJson):
+            reason = f"column {key}: {value.literal} is not a JSON value (JSON has no NaN/Infinity)"
+            return _reject(rec, reason, key)
         else:
             return _reject(rec, f"column {key}: expected a string, got {_json_type(value)}", key)
     return _finish(rec, text, values)
@@ -471,7 +424,7 @@ def scan_records(path: Path, fmt: str, header: list[str]) -> Iterator[Located]:
         body = _body_start(f, csv_mode)
         if body is None:
             return
-        for rec in _scan(f, body[0], body[1], csv_mode=csv_mode, keep=True):
+        for rec in scan(f, body[0], body[1], csv_mode=csv_mode, keep=True):
             if not rec.blank:
                 parsed = _csv_record(rec, header) if csv_mode else _jsonl_record(rec)
                 yield Located(rec.start, rec.end, parsed)

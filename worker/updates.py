@@ -27,10 +27,10 @@ from worker import ledger
 from worker.config import get_settings
 from worker.db import copy_rows
 from worker.errors import UsageError
-from worker.importer import confine
 from worker.ledger import ChunkCounts, RejectedRow
 from worker.models import STATUSES, TRANSITIONS, Job, JobKind
 from worker.runner import ChunkResult
+from worker.source import confine
 from worker.validation import parse_timestamp
 
 # A batch waits at most this long for a row lock; then it is retried (retryable).

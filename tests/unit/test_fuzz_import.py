@@ -94,3 +94,25 @@ def test_arbitrary_row_values_are_each_accounted_for(
     jsonl = _read_all(folder / "v.jsonl", "jsonl", 4)
     assert len(jsonl) == len(rows)
     _accounted(jsonl)
+
+
+_LINEY = st.text(alphabet=st.sampled_from('ab,"\r\n é'), max_size=300)
+
+
+@FUZZ
+@given(body=_LINEY, chunk=st.integers(min_value=1, max_value=5))
+def test_fast_path_and_per_record_path_agree_on_any_line_ends(
+    tmp_path_factory: object, body: str, chunk: int
+) -> None:
+    """LF, CRLF and lone CR, mixed and inside quotes: both readers give the same records."""
+    path = Path(str(tmp_path_factory.mktemp("fuzz"))) / "f.csv"  # type: ignore[attr-defined]
+    path.write_bytes(b"a,b\r" + body.encode())
+    fast = _read_all(path, "csv", chunk)
+    real_fast = parsing._fast_csv_chunk
+    try:
+        parsing._fast_csv_chunk = lambda *args: None  # type: ignore[assignment]
+        slow = _read_all(path, "csv", chunk)
+    finally:
+        parsing._fast_csv_chunk = real_fast
+    assert fast == slow
+    assert [r.line for r in fast] == sorted({r.line for r in fast})

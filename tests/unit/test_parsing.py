@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from worker import parsing
+from worker import parsing, scanner
 from worker.errors import InputFormatError, UsageError
 from worker.parsing import ChunkSpan, Record, plan_chunks, read_chunk, read_header
 
@@ -186,7 +186,8 @@ def test_record_over_the_limit_is_rejected_with_a_preview(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(parsing, "MAX_RECORD_BYTES", 4096)
-    monkeypatch.setattr(parsing, "_PIECE_BYTES", 1000)
+    monkeypatch.setattr(scanner, "MAX_RECORD_BYTES", 4096)
+    monkeypatch.setattr(scanner, "_PIECE_BYTES", 1000)
     path = write(tmp_path, HEADER + "y" * 10_000 + ",active,a@b.c\nnext,active,a@b.c\n")
     recs = read_all(path)
     assert recs[0].values is None and recs[0].error and "larger than" in recs[0].error
@@ -318,7 +319,7 @@ _field = st.text(alphabet=st.sampled_from("ab ,\"\r\n\t'é😀"), max_size=8)
 )
 @given(
     rows=st.lists(st.tuples(_field, _field, _field), max_size=12),
-    eol=st.sampled_from(["\n", "\r\n"]),
+    eol=st.sampled_from(["\n", "\r\n", "\r"]),
     quote_all=st.booleans(),
     rows_per_chunk=st.integers(min_value=1, max_value=5),
 )
@@ -329,10 +330,16 @@ def test_round_trip_matches_the_csv_module(
     quote_all: bool,
     rows_per_chunk: int,
 ) -> None:
-    """Whatever csv.writer writes, the chunked reader reads back, with the right lines."""
-    # With lineterminator="\n" csv.writer leaves a lone "\r" unquoted: that output
-    # is ambiguous (it reads back as a line break), so it is not a fair input.
-    assume(quote_all or eol == "\r\n" or "\r" not in "".join(sum(rows, ())))
+    """Whatever csv.writer writes, the chunked reader reads back, with the right lines.
+
+    Physical lines end at LF, CRLF or a lone CR, inside quoted fields too (as
+    csv.reader's line_num and Python's universal newlines count them).
+    """
+    # With QUOTE_MINIMAL csv.writer may leave a line-end character that is not in
+    # its lineterminator unquoted: that output is ambiguous (it reads back as a
+    # line break), so it is not a fair input.
+    text = "".join(sum(rows, ()))
+    assume(quote_all or not any(c in text for c in "\r\n" if c not in eol))
     buf = io.StringIO(newline="")
     if quote_all:
         writer = csv.writer(buf, lineterminator=eol, quoting=csv.QUOTE_ALL)
@@ -341,7 +348,7 @@ def test_round_trip_matches_the_csv_module(
     writer.writerow(["title", "status", "owner_email"])
     starts = []
     for row in rows:
-        starts.append(buf.getvalue().count("\n") + 1)
+        starts.append(len(io.StringIO(buf.getvalue(), newline="").readlines()) + 1)
         writer.writerow(row)
     path = write(tmp_path, buf.getvalue())
     recs = read_all(path, rows_per_chunk=rows_per_chunk)
@@ -436,3 +443,101 @@ def test_csv_chunks_that_need_the_per_record_path(
 def test_csv_fast_path_only_underscore_columns(tmp_path: Path) -> None:
     path = write(tmp_path, "_a,_b\r\n1,2\r\n")
     assert read_all(path) == [Record(2, {}, "1,2")]
+
+
+# --- lone-CR line ends (issue 8, defect 14) -----------------------------------------
+
+
+@pytest.mark.parametrize("eol", ["\r", "\n", "\r\n"])
+def test_csv_lone_cr_line_ends_read_as_lf_and_crlf(tmp_path: Path, eol: str) -> None:
+    # Given the same file with each line end (lone CR as older spreadsheet exports write)
+    rows = [HEADER.strip(), "A,active,a@b.c", '"two' + eol + 'lines",active,a@b.c', "B,done,a@b.c"]
+    path = write(tmp_path, eol.join(rows) + eol)
+    # When it is read, in one chunk or one record per chunk
+    for n in (1, 10):
+        recs = read_all(path, rows_per_chunk=n)
+        # Then the records, their physical lines and raw text are the same for every line end
+        assert [r.line for r in recs] == [2, 3, 5]
+        assert recs[0].values == {"title": "A", "status": "active", "owner_email": "a@b.c"}
+        assert recs[1].values is not None and recs[1].values["title"] == "two" + eol + "lines"
+        assert recs[1].raw == '"two' + eol + 'lines",active,a@b.c'
+        assert recs[2].values == {"title": "B", "status": "done", "owner_email": "a@b.c"}
+
+
+def test_csv_mixed_line_ends_and_cr_in_quotes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = HEADER.replace("\n", "\r") + 'A,active,a@b.c\r\n"c\rr",active,a@b.c\nB,active,a@b.c\r'
+    path = write(tmp_path, data)
+    recs = read_all(path)
+    assert [(r.line, r.values and r.values["title"]) for r in recs] == [
+        (2, "A"),
+        (3, "c\rr"),
+        (5, "B"),
+    ]
+    assert recs == _fallback_only(monkeypatch, path, 1) == read_all(path, rows_per_chunk=1)
+    header = read_header(path, "csv")[0]
+    assert all(
+        parsing._fast_csv_chunk(path, s, header) is not None for s in plan_chunks(path, "csv", 2)
+    )
+
+
+@pytest.mark.parametrize("piece", [1, 2, 3, 7, 64])
+def test_csv_line_ends_cut_by_the_readline_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, piece: int
+) -> None:
+    """A CRLF cut between two readline pieces is still one line end, not CR then LF."""
+    data = HEADER.replace("\n", "\r\n") + "A,active,a@b.c\r\n\r\nB,x,y\rC,active,a@b.c\r\n"
+    path = write(tmp_path, data)
+    want = read_all(path)
+    monkeypatch.setattr(scanner, "_PIECE_BYTES", piece)
+    assert read_all(path) == want
+    assert [r.line for r in want] == [2, 4, 5]
+
+
+# --- JSON values that cannot be stored (issue 8, defect 2) --------------------------
+
+
+def test_jsonl_lone_surrogate_is_one_reject_naming_the_column(tmp_path: Path) -> None:
+    # Given valid JSON whose escapes decode to lone surrogates, among good lines
+    lines = [
+        '{"title": "ok", "status": "active"}',
+        '{"title": "bad \\ud800 title", "status": "active"}',
+        '{"title": "ok2", "owner_email": "\\udfff@x.y"}',
+        '{"ti\\ud83dtle": "x"}',
+        '{"title": "pair \\ud83d\\ude00 is fine"}',
+    ]
+    recs = read_all(write(tmp_path, "\n".join(lines) + "\n", "in.jsonl"), "jsonl")
+    # Then each bad line is a reject with a storable reason, and the others are read
+    assert recs[0].values == {"title": "ok", "status": "active"}
+    assert (recs[1].error, recs[1].column) == (
+        "column title: not valid Unicode (lone surrogate U+D800)",
+        "title",
+    )
+    assert recs[2].error == "column owner_email: not valid Unicode (lone surrogate U+DFFF)"
+    assert recs[3].error == "column 'ti\\ud83dtle': the column name is not valid Unicode " + (
+        "(lone surrogate U+D83D)"
+    )
+    assert recs[3].column == "ti\ufffdtle"
+    assert recs[4].values == {"title": "pair \U0001f600 is fine"}
+    for r in recs:  # everything kept for a reject can be stored as UTF-8 text
+        for text in (r.raw, r.error or "", r.column or ""):
+            text.encode("utf-8")
+
+
+def test_jsonl_numbers_are_kept_as_written_and_nan_is_a_reject(tmp_path: Path) -> None:
+    lines = [
+        '{"title": 1.50, "n": 1e999, "big": ' + "9" * 5000 + "}",
+        '{"title": NaN}',
+        '{"title": "x", "n": -Infinity}',
+        "Infinity",
+    ]
+    recs = read_all(write(tmp_path, "\n".join(lines), "in.jsonl"), "jsonl")
+    assert recs[0].values == {"title": "1.50", "n": "1e999", "big": "9" * 5000}
+    assert (recs[1].error, recs[1].column) == (
+        "column title: NaN is not a JSON value (JSON has no NaN/Infinity)",
+        "title",
+    )
+    assert recs[2].error == "column n: -Infinity is not a JSON value (JSON has no NaN/Infinity)"
+    assert recs[3].error == "expected a JSON object, got number"
+    assert all(type(v) is str for v in recs[0].values.values())

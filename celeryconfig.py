@@ -74,6 +74,7 @@ task_routes = {
     "tasks.updates.*": {"queue": UPDATES},
     "tasks.health.*": {"queue": MAINTENANCE},
     "tasks.maintenance.*": {"queue": MAINTENANCE},
+    "tasks.jobs.submit": {"queue": MAINTENANCE},
 }
 
 # Events for Flower.

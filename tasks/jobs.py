@@ -95,3 +95,32 @@ def _progress(task: Task, outcome: runner.ChunkOutcome) -> None:
         if job_task_id:
             with task.app.events.default_dispatcher(hostname=task.request.hostname) as d:
                 d.send("task-progress", uuid=job_task_id, **fields)
+
+
+# --- the submit task: any Celery client can start a job ------------------------------
+# (Imported late: worker.client imports the job operations, which tasks import from here.)
+
+from worker.app import app  # noqa: E402
+from worker.client import submit_json_or_fail  # noqa: E402
+from worker.queues import MAINTENANCE  # noqa: E402
+
+
+@app.task(
+    name="tasks.jobs.submit",
+    queue=MAINTENANCE,
+    autoretry_for=(RetryableError,),  # database or broker away: the key makes a retry safe
+    retry_backoff=BACKOFF_BASE_S,
+    retry_backoff_max=BACKOFF_MAX_S,
+    max_retries=MAX_RETRIES,
+)
+def submit(kind: str, params: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+    """Write the job row and send its job message, as ``worker.client`` does.
+
+    For producers that cannot import ``worker.client`` (another language, a
+    plain ``celery call``). A refused request becomes a failed job row whose
+    error says why; the same key gives the same job. Returns the job's id and state.
+    """
+    job_id = submit_json_or_fail(kind, params, key)
+    state = ledger.get_summary(job_id).state
+    logger.info("submitted %s job %s (%s)", kind, job_id, state, extra={"job_id": job_id})
+    return {"job_id": job_id, "state": state}

@@ -6,15 +6,17 @@ carries only the job id) is sent; see :func:`worker.ledger.submit`.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from kombu.exceptions import KombuError
 
 from worker import bulkload, ledger
 from worker.db import session_scope
-from worker.errors import BrokerUnavailable, UsageError
+from worker.errors import BrokerUnavailable, PermanentError, UsageError
 from worker.importer import ImportParams, confine, guess_format
 from worker.ledger import JobSummary, RejectedRow
 from worker.models import JobKind
@@ -109,6 +111,63 @@ def submit_update_status(
             if not bulkload.owner_ids(session, [params.owner_email]):
                 raise UsageError(f"--owner {owner_email!r}: no user with that email")
     return _submit(JobKind.UPDATE_STATUS, params.to_params(), key)
+
+
+# Job kind -> its submit function (keyword arguments = the JSON params).
+SUBMITTERS: dict[str, Callable[..., int]] = {
+    JobKind.SEED: submit_seed,
+    JobKind.IMPORT: submit_import,
+    JobKind.UPDATE_STATUS: submit_update_status,
+}
+
+
+# --- any kind, from JSON (the submit task) -------------------------------------------
+
+
+def submit_json(kind: str, params: dict[str, Any], key: str | None = None) -> int:
+    """Submit a job described in JSON, as :func:`submit_seed` & co. would.
+
+    ``params`` are the keyword arguments of the kind's submit function. Bad
+    parameters raise UsageError (or the check's own PermanentError) before
+    any job exists.
+    """
+    submit = SUBMITTERS.get(kind)
+    if submit is None:
+        raise UsageError(f"unknown job kind {kind!r}: use one of {', '.join(SUBMITTERS)}")
+    if not isinstance(params, dict):
+        raise UsageError(f"params must be a JSON object, not {type(params).__name__}")
+    accepted = [n for n in inspect.signature(submit).parameters if n != "key"]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise UsageError(
+            f"{kind}: unknown parameter(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
+        )
+    try:
+        return submit(**params, key=key)
+    except TypeError as exc:  # a required parameter missing
+        raise UsageError(f"{kind}: {exc}") from None
+
+
+def submit_json_or_fail(kind: str, params: Any, key: str | None = None) -> int:
+    """:func:`submit_json`, but a refused request becomes a failed job row.
+
+    A producer that only sends a Celery message sees no exception; the ledger
+    row (``bulkops job ID``) says what was wrong. The key is kept on the
+    failed row, so sending the same bad request again gives the same job.
+    """
+    try:
+        return submit_json(kind, params, key)
+    except PermanentError as exc:  # a retryable error (database, broker) propagates
+        refused = exc
+    created: list[int] = []
+    row_kind = kind if isinstance(kind, str) and kind else "unknown"
+    row_params = params if isinstance(params, dict) else {"params": params}
+    job_id = ledger.submit(
+        row_kind[:20], row_params, lambda jid, _task_id: created.append(jid), key
+    )
+    if created:  # a new row, not the earlier job of the same key
+        ledger.fail(job_id, refused)
+    return job_id
 
 
 def summary(job_id: int) -> JobSummary:

@@ -10,13 +10,13 @@ import inspect
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from kombu.exceptions import KombuError
 
-from worker import bulkload, ledger
+from worker import bulkload, ledger, uploads
 from worker.db import session_scope
-from worker.errors import BrokerUnavailable, PermanentError, UsageError
+from worker.errors import BrokerUnavailable, ImportPathError, PermanentError, UsageError
 from worker.importer import ImportParams, confine, guess_format
 from worker.ledger import JobSummary, RejectedRow
 from worker.models import JobKind
@@ -57,7 +57,7 @@ def submit_seed(
 
 
 def submit_import(
-    path: str | Path,
+    path: str | Path | BinaryIO,
     table: str = "todos",
     format: str | None = None,
     mode: str = "insert",
@@ -65,11 +65,23 @@ def submit_import(
     key: str | None = None,
     max_errors: int | None = None,
     max_error_rate: float | None = None,
+    upload: bool = False,
+    name: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Queue an import of ``path`` (under BULKOPS_IMPORT_ROOT); returns the job id.
+    """Queue an import; returns the job id.
 
-    A path outside the import root is refused here, before any job exists.
+    By default ``path`` is a file under BULKOPS_IMPORT_ROOT, which every worker
+    must see; a path outside it is refused here, before any job exists. With
+    ``upload=True``, or when ``path`` is a binary stream, the data is streamed
+    into PostgreSQL first (:mod:`worker.uploads`) and any worker reads it from
+    there: no shared folder. ``name`` names a stream (messages, format guess);
+    ``on_progress(n)`` is told the bytes of each write.
     """
+    if upload or not isinstance(path, str | Path):
+        return _submit_upload(
+            path, table, format, mode, dry_run, key, max_errors, max_error_rate, name, on_progress
+        )
     _, relative = confine(path)
     params = ImportParams(
         path=relative,
@@ -81,6 +93,53 @@ def submit_import(
         max_error_rate=max_error_rate,
     )
     return _submit(JobKind.IMPORT, params.to_params(), key)
+
+
+def _submit_upload(
+    source: str | Path | BinaryIO,
+    table: str,
+    format: str | None,
+    mode: str,
+    dry_run: bool,
+    key: str | None,
+    max_errors: int | None,
+    max_error_rate: float | None,
+    name: str | None,
+    on_progress: Callable[[int], None] | None,
+) -> int:
+    """Validate, store the data, then submit; the stored data is removed if no job uses it."""
+    if isinstance(source, str | Path):
+        local = Path(source).expanduser()
+        if not local.is_file():
+            raise ImportPathError(f"{source}: no such file")
+        name = name or local.name
+    else:
+        name = name or Path(str(getattr(source, "name", "") or "stdin")).name
+    params = ImportParams(
+        path=f"upload:{name}",
+        table=table,
+        format=format or guess_format(name),
+        mode=mode,
+        dry_run=dry_run,
+        max_errors=max_errors,
+        max_error_rate=max_error_rate,
+    )
+    if isinstance(source, str | Path):
+        try:
+            with Path(source).expanduser().open("rb") as f:
+                ref = uploads.store(f, name, on_progress)
+        except OSError as exc:
+            raise ImportPathError(f"{source}: cannot be read: {exc}") from None
+    else:
+        ref = uploads.store(source, name, on_progress)
+    try:
+        job_id = _submit(JobKind.IMPORT, {**params.to_params(), "upload": ref.to_params()}, key)
+    except BaseException:
+        uploads.discard(ref)
+        raise
+    if ledger.get_summary(job_id).params.get("upload", {}).get("oid") != ref.oid:
+        uploads.discard(ref)  # the key's earlier job: it has its own data
+    return job_id
 
 
 def submit_update_status(
@@ -124,6 +183,11 @@ SUBMITTERS: dict[str, Callable[..., int]] = {
 # --- any kind, from JSON (the submit task) -------------------------------------------
 
 
+# Keyword arguments a JSON request cannot give: the key is its own argument, and
+# an upload streams data from the producer's host, which a JSON request has not.
+_NOT_JSON = {"key", "upload", "name", "on_progress"}
+
+
 def submit_json(kind: str, params: dict[str, Any], key: str | None = None) -> int:
     """Submit a job described in JSON, as :func:`submit_seed` & co. would.
 
@@ -136,7 +200,7 @@ def submit_json(kind: str, params: dict[str, Any], key: str | None = None) -> in
         raise UsageError(f"unknown job kind {kind!r}: use one of {', '.join(SUBMITTERS)}")
     if not isinstance(params, dict):
         raise UsageError(f"params must be a JSON object, not {type(params).__name__}")
-    accepted = [n for n in inspect.signature(submit).parameters if n != "key"]
+    accepted = [n for n in inspect.signature(submit).parameters if n not in _NOT_JSON]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise UsageError(

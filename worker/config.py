@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     bulkops_task_soft_time_limit: int = Field(600, gt=0)
     bulkops_task_time_limit: int = Field(900, gt=0)
     bulkops_visibility_timeout: int = Field(3600, gt=0)
+    # Keep an uploaded import file (a PostgreSQL large object) after its job
+    # ends, e.g. to re-run or audit it; by default it is removed.
+    bulkops_keep_uploads: bool = False
 
     @field_validator("database_url")
     @classmethod

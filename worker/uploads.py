@@ -35,6 +35,7 @@ from sqlalchemy import text
 from worker.config import get_settings
 from worker.db import get_engine, session_scope, translated
 from worker.errors import ImportPathError, UsageError
+from worker.models import FINISHED_STATES
 
 WRITE_BYTES = 1024 * 1024  # bytes per write while storing (the producer's buffer)
 READ_BUFFER_BYTES = 1024 * 1024  # the reader's buffer: one loread per MiB of sequential reads
@@ -243,3 +244,17 @@ def open_source(params: dict[str, Any]) -> Source | Path:
 
     real, _ = confine(params["path"])
     return real  # a Path: .name and .open("rb")
+
+
+def discard_if_finished(job_id: int) -> bool:
+    """The job-end hook: remove the job's upload once the job is finished; True if removed.
+
+    Safe anywhere after the finishing transaction committed, any number of times.
+    """
+    with session_scope() as session:
+        row = session.execute(
+            text("SELECT state, params FROM jobs WHERE id = :id"), {"id": job_id}
+        ).first()
+    if row is None or row.state not in FINISHED_STATES:
+        return False
+    return discard_for_job(row.params)

@@ -188,3 +188,22 @@ def test_submit_import_of_a_stream_uploads_it_and_one_key_keeps_one_upload(
     assert params["upload"]["size"] == len(local.read_bytes())
     assert _large_objects() == before + 1
     assert uploads.exists(uploads.UploadRef.from_params(params["upload"]))
+
+
+def test_the_job_end_hook_removes_the_upload_only_once_the_job_finished(
+    bulkops_env: dict[str, str],
+) -> None:
+    from worker import ledger
+
+    # Given a queued import job that reads an upload
+    ref = uploads.store(io.BytesIO(b"title\n"), "hook.csv")
+    params = {"path": "upload:hook.csv", "upload": ref.to_params()}
+    job_id = ledger.submit("import", params, lambda _job, _task: None)
+    # When the hook runs while it is queued, then after it failed
+    assert uploads.discard_if_finished(job_id) is False
+    assert uploads.exists(ref)
+    ledger.fail(job_id, "stopped")
+    # Then the data goes only after the end, and a second call finds nothing left
+    assert uploads.discard_if_finished(job_id) is True
+    assert not uploads.exists(ref)
+    assert uploads.discard_if_finished(job_id) is False

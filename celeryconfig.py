@@ -97,3 +97,12 @@ beat_schedule = {
         "options": {"queue": MAINTENANCE},
     },
 }
+if _s.bulkops_schedule is not None:  # periodic bulk jobs (worker/schedules.py)
+    from worker import schedules
+
+    try:
+        beat_schedule.update(
+            schedules.beat_entries(schedules.load(_s.bulkops_schedule), MAINTENANCE)
+        )
+    except ConfigError as exc:
+        raise SystemExit(f"bulkops: {exc.message}") from None

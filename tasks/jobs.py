@@ -124,3 +124,23 @@ def submit(kind: str, params: dict[str, Any], key: str | None = None) -> dict[st
     state = ledger.get_summary(job_id).state
     logger.info("submitted %s job %s (%s)", kind, job_id, state, extra={"job_id": job_id})
     return {"job_id": job_id, "state": state}
+
+
+@app.task(name="tasks.jobs.run_schedule", queue=MAINTENANCE)
+def run_schedule(name: str, at: float | None = None) -> dict[str, Any]:
+    """One slot of a BULKOPS_SCHEDULE entry: submit with the key ``schedule:NAME:SLOT``.
+
+    The slot is taken when the task runs (``at``: a time for tests); every
+    beat sending it within one slot gets the slot's one job.
+    """
+    from worker import schedules
+    from worker.config import get_settings
+
+    path = get_settings().bulkops_schedule
+    entry = schedules.load(path).get(name) if path is not None else None
+    if entry is None:
+        raise RuntimeError(f"no schedule {name!r} in BULKOPS_SCHEDULE ({path})")
+    slot = entry.slot(at)
+    job_id = submit_json_or_fail(entry.kind, entry.params, entry.key(slot))
+    state = ledger.get_summary(job_id).state
+    return {"job_id": job_id, "state": state, "schedule": name, "slot": slot}

@@ -7,8 +7,10 @@ carries only the job id) is sent; see :func:`worker.ledger.submit`.
 from __future__ import annotations
 
 import inspect
+import re
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -157,6 +159,7 @@ def submit_update_status(
     outside the import root are refused here, before any job exists.
     """
     relative = confine(ids_file)[1] if ids_file is not None else None
+    created_before = resolve_relative(created_before)
     params = UpdateParams(
         to_status=to_status,
         from_statuses=tuple(dict.fromkeys(from_statuses)),
@@ -170,6 +173,19 @@ def submit_update_status(
             if not bulkload.owner_ids(session, [params.owner_email]):
                 raise UsageError(f"--owner {owner_email!r}: no user with that email")
     return _submit(JobKind.UPDATE_STATUS, params.to_params(), key)
+
+
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def resolve_relative(value: str | None, now: datetime | None = None) -> str | None:
+    """``30d`` (s, m, h, d, w) -> the UTC ISO timestamp that long before now; others unchanged."""
+    found = _RELATIVE.match(value) if value is not None else None
+    if found is None:
+        return value
+    seconds = int(found.group(1)) * _UNIT_S[found.group(2)]
+    return ((now or datetime.now(UTC)) - timedelta(seconds=seconds)).isoformat()
 
 
 # Job kind -> its submit function (keyword arguments = the JSON params).

@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     # Keep an uploaded import file (a PostgreSQL large object) after its job
     # ends, e.g. to re-run or audit it; by default it is removed.
     bulkops_keep_uploads: bool = False
+    # A JSON (or YAML) file of periodic bulk jobs for beat (worker/schedules.py).
+    bulkops_schedule: Path | None = None
 
     @field_validator("database_url")
     @classmethod

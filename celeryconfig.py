@@ -106,3 +106,9 @@ if _s.bulkops_schedule is not None:  # periodic bulk jobs (worker/schedules.py)
         )
     except ConfigError as exc:
         raise SystemExit(f"bulkops: {exc.message}") from None
+if _s.bulkops_drop_folder is not None:  # a watched drop folder (worker/schedules.py)
+    beat_schedule["drop-folder"] = {
+        "task": "tasks.jobs.watch_drop_folder",
+        "schedule": _s.bulkops_drop_settle_s,
+        "options": {"queue": MAINTENANCE, "expires": _s.bulkops_drop_settle_s},
+    }

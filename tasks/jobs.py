@@ -144,3 +144,17 @@ def run_schedule(name: str, at: float | None = None) -> dict[str, Any]:
     job_id = submit_json_or_fail(entry.kind, entry.params, entry.key(slot))
     state = ledger.get_summary(job_id).state
     return {"job_id": job_id, "state": state, "schedule": name, "slot": slot}
+
+
+@app.task(name="tasks.jobs.watch_drop_folder", queue=MAINTENANCE)
+def watch_drop_folder() -> dict[str, Any]:
+    """Import each settled new file of BULKOPS_DROP_FOLDER once (beat, every settle period)."""
+    from worker import schedules
+    from worker.config import get_settings
+
+    s = get_settings()
+    if s.bulkops_drop_folder is None:
+        return {"jobs": []}
+    folder = s.bulkops_drop_folder
+    folder = folder if folder.is_absolute() else s.import_root / folder
+    return {"jobs": schedules.scan_drop_folder(folder, s.bulkops_drop_settle_s)}

@@ -83,3 +83,31 @@ def beat_entries(schedules: dict[str, Schedule], queue: str) -> dict[str, dict[s
         }
         for s in schedules.values()
     }
+
+
+# --- the drop folder -------------------------------------------------------------------
+
+
+def scan_drop_folder(folder: Path, settle_s: float, now: float | None = None) -> list[int]:
+    """Import each file in ``folder`` (under the import root) once; returns the job ids.
+
+    A file modified less than ``settle_s`` ago may still be being written and
+    waits for a later scan. The key is the file's relative path, size and
+    mtime: a scan that sees it again gets the same job, and a file replaced
+    with new content is a new file.
+    """
+    from worker import client
+    from worker.importer import confine
+
+    now = time.time() if now is None else now
+    jobs = []
+    for entry in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if entry.name.startswith(".") or not entry.is_file():
+            continue  # hidden files: the usual "still uploading" names (.part, rsync temp)
+        stat = entry.stat()
+        if now - stat.st_mtime < settle_s:
+            continue
+        _, relative = confine(entry)
+        key = f"drop:{relative}:{stat.st_size}:{stat.st_mtime_ns}"
+        jobs.append(client.submit_json_or_fail("import", {"path": relative}, key))
+    return jobs

@@ -104,6 +104,11 @@ def test_celeryconfig_adds_the_schedules_to_beat_and_refuses_a_bad_file(
         beat = importlib.reload(celeryconfig).beat_schedule
         assert beat["schedule:archive-old"]["task"] == "tasks.jobs.run_schedule"
         assert {"health-check", "recover-stuck-jobs"} <= set(beat)
+        assert "drop-folder" not in beat
+        monkeypatch.setenv("BULKOPS_DROP_FOLDER", "drop")
+        reset_settings()
+        drop = importlib.reload(celeryconfig).beat_schedule["drop-folder"]
+        assert (drop["task"], drop["schedule"]) == ("tasks.jobs.watch_drop_folder", 10.0)
         # and a malformed file stops it with one line naming the file
         path.write_text("{oops")
         reset_settings()
@@ -111,6 +116,7 @@ def test_celeryconfig_adds_the_schedules_to_beat_and_refuses_a_bad_file(
             importlib.reload(celeryconfig)
     finally:
         monkeypatch.delenv("BULKOPS_SCHEDULE")
+        monkeypatch.delenv("BULKOPS_DROP_FOLDER", raising=False)
         reset_settings()
         importlib.reload(celeryconfig)
         reset_settings()

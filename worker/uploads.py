@@ -253,8 +253,10 @@ def discard_if_finished(job_id: int) -> bool:
     """
     with session_scope() as session:
         row = session.execute(
-            text("SELECT state, params FROM jobs WHERE id = :id"), {"id": job_id}
+            # Not the whole params: an import's holds its plan (every chunk).
+            text("SELECT state, params -> 'upload' AS upload FROM jobs WHERE id = :id"),
+            {"id": job_id},
         ).first()
     if row is None or row.state not in FINISHED_STATES:
         return False
-    return discard_for_job(row.params)
+    return discard_for_job({"upload": row.upload})

@@ -74,6 +74,7 @@ task_routes = {
     "tasks.updates.*": {"queue": UPDATES},
     "tasks.health.*": {"queue": MAINTENANCE},
     "tasks.maintenance.*": {"queue": MAINTENANCE},
+    "tasks.jobs.submit": {"queue": MAINTENANCE},
 }
 
 # Events for Flower.
@@ -102,3 +103,18 @@ beat_schedule = {
         "options": {"queue": MAINTENANCE, "expires": RECOVERY_INTERVAL_S},
     },
 }
+if _s.bulkops_schedule is not None:  # periodic bulk jobs (worker/schedules.py)
+    from worker import schedules
+
+    try:
+        beat_schedule.update(
+            schedules.beat_entries(schedules.load(_s.bulkops_schedule), MAINTENANCE)
+        )
+    except ConfigError as exc:
+        raise SystemExit(f"bulkops: {exc.message}") from None
+if _s.bulkops_drop_folder is not None:  # a watched drop folder (worker/schedules.py)
+    beat_schedule["drop-folder"] = {
+        "task": "tasks.jobs.watch_drop_folder",
+        "schedule": _s.bulkops_drop_settle_s,
+        "options": {"queue": MAINTENANCE, "expires": _s.bulkops_drop_settle_s},
+    }

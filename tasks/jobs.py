@@ -17,7 +17,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
 from kombu.exceptions import KombuError
 
-from worker import ledger, runner
+from worker import ledger, runner, uploads
 from worker.errors import BrokerUnavailable, BulkopsError, RetryableError
 from worker.models import JobState
 
@@ -59,7 +59,10 @@ def send_chunk(chunk_task: Task, job_id: int, chunk_no: int) -> None:
     """Send one chunk task; an unreachable Redis is BrokerUnavailable (retryable)."""
     try:
         chunk_task.apply_async(args=[job_id, chunk_no])
-    except (KombuError, OSError, RuntimeError) as exc:
+    except (KombuError, OSError, RuntimeError, AttributeError) as exc:
+        # AttributeError: kombu's Redis transport, retrying a send while Redis
+        # restarts, can fail inside itself ('NoneType' object has no attribute
+        # 'client'); it is the same lost broker.
         raise BrokerUnavailable(f"cannot send chunk {chunk_no} of job {job_id}: {exc}") from exc
 
 
@@ -74,12 +77,28 @@ def start(task: Task, job_id: int, operation: runner.Operation, chunk_task: Task
     def enqueue(jid: int, chunk_no: int) -> None:
         send_chunk(chunk_task, jid, chunk_no)
 
-    with job_errors(task, job_id):
-        runner.start_job(job_id, operation, enqueue)
+    try:
+        with job_errors(task, job_id):
+            runner.start_job(job_id, operation, enqueue)
+    finally:
+        _discard_upload(job_id)
+
+
+def _discard_upload(job_id: int) -> None:
+    """A finished job's uploaded file is removed (best effort: see README, vacuumlo)."""
+    with contextlib.suppress(Exception):
+        uploads.discard_if_finished(job_id)
 
 
 def chunk(task: Task, job_id: int, chunk_no: int, operation: runner.Operation) -> dict[str, Any]:
     """A chunk task: run the chunk once, then tell Flower how far the job is."""
+    try:
+        return _chunk(task, job_id, chunk_no, operation)
+    finally:
+        _discard_upload(job_id)
+
+
+def _chunk(task: Task, job_id: int, chunk_no: int, operation: runner.Operation) -> dict[str, Any]:
     with job_errors(task, job_id):
         # Flower shows the chunk as PROGRESS while it works (a custom event type
         # becomes the task's state there), then SUCCESS.
@@ -110,3 +129,66 @@ def _progress(task: Task, outcome: runner.ChunkOutcome) -> None:
         if job_task_id:
             with task.app.events.default_dispatcher(hostname=task.request.hostname) as d:
                 d.send("task-progress", uuid=job_task_id, **fields)
+
+
+# --- the submit task: any Celery client can start a job ------------------------------
+# (Imported late: worker.client imports the job operations, which tasks import from here.)
+
+from worker.app import app  # noqa: E402
+from worker.client import submit_json_or_fail  # noqa: E402
+from worker.queues import MAINTENANCE  # noqa: E402
+
+
+@app.task(
+    name="tasks.jobs.submit",
+    queue=MAINTENANCE,
+    autoretry_for=(RetryableError,),  # database or broker away: the key makes a retry safe
+    retry_backoff=BACKOFF_BASE_S,
+    retry_backoff_max=BACKOFF_MAX_S,
+    max_retries=MAX_RETRIES,
+)
+def submit(kind: str, params: dict[str, Any], key: str | None = None) -> dict[str, Any]:
+    """Write the job row and send its job message, as ``worker.client`` does.
+
+    For producers that cannot import ``worker.client`` (another language, a
+    plain ``celery call``). A refused request becomes a failed job row whose
+    error says why; the same key gives the same job. Returns the job's id and state.
+    """
+    job_id = submit_json_or_fail(kind, params, key)
+    state = ledger.get_summary(job_id).state
+    logger.info("submitted %s job %s (%s)", kind, job_id, state, extra={"job_id": job_id})
+    return {"job_id": job_id, "state": state}
+
+
+@app.task(name="tasks.jobs.run_schedule", queue=MAINTENANCE)
+def run_schedule(name: str, at: float | None = None) -> dict[str, Any]:
+    """One slot of a BULKOPS_SCHEDULE entry: submit with the key ``schedule:NAME:SLOT``.
+
+    The slot is taken when the task runs (``at``: a time for tests); every
+    beat sending it within one slot gets the slot's one job.
+    """
+    from worker import schedules
+    from worker.config import get_settings
+
+    path = get_settings().bulkops_schedule
+    entry = schedules.load(path).get(name) if path is not None else None
+    if entry is None:
+        raise RuntimeError(f"no schedule {name!r} in BULKOPS_SCHEDULE ({path})")
+    slot = entry.slot(at)
+    job_id = submit_json_or_fail(entry.kind, entry.params, entry.key(slot))
+    state = ledger.get_summary(job_id).state
+    return {"job_id": job_id, "state": state, "schedule": name, "slot": slot}
+
+
+@app.task(name="tasks.jobs.watch_drop_folder", queue=MAINTENANCE)
+def watch_drop_folder() -> dict[str, Any]:
+    """Import each settled new file of BULKOPS_DROP_FOLDER once (beat, every settle period)."""
+    from worker import schedules
+    from worker.config import get_settings
+
+    s = get_settings()
+    if s.bulkops_drop_folder is None:
+        return {"jobs": []}
+    folder = s.bulkops_drop_folder
+    folder = folder if folder.is_absolute() else s.import_root / folder
+    return {"jobs": schedules.scan_drop_folder(folder, s.bulkops_drop_settle_s)}

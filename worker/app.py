@@ -23,6 +23,7 @@ TASK_MODULES = [
     "tasks.updates",
     "tasks.health",
     "tasks.maintenance",
+    "tasks.jobs",
 ]
 
 app = Celery("bulkops", include=TASK_MODULES)

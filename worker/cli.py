@@ -18,11 +18,13 @@ import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 
 from worker import client
@@ -151,7 +153,12 @@ def seed(
 
 @app.command("import")
 def import_(
-    path: Annotated[str, typer.Argument(help="File under BULKOPS_IMPORT_ROOT.")],
+    path: Annotated[
+        str,
+        typer.Argument(
+            help="File under BULKOPS_IMPORT_ROOT; with --upload a local file; - for standard input."
+        ),
+    ],
     table: Annotated[str, typer.Option(help="todos or users.")] = "todos",
     format: Annotated[
         str | None, typer.Option("--format", help="csv or jsonl (default: by extension).")
@@ -168,16 +175,41 @@ def import_(
     max_error_rate: Annotated[
         float | None, typer.Option(help="Fail the job once this share of rows is rejected.")
     ] = None,
+    upload: Annotated[
+        bool,
+        typer.Option(
+            "--upload",
+            help="Stream the local file into PostgreSQL, so workers need no shared folder.",
+        ),
+    ] = False,
+    name: Annotated[str | None, typer.Option(help="Name of the uploaded data.")] = None,
     key: KeyOpt = None,
     wait: WaitOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Import a CSV or JSON Lines file into todos or users."""
     with cli_errors():
-        job_id = client.submit_import(
-            path, table, format, mode, dry_run, key, max_errors, max_error_rate
-        )
+        options: dict[str, Any] = dict(table=table, format=format, mode=mode, dry_run=dry_run)
+        options.update(key=key, max_errors=max_errors, max_error_rate=max_error_rate)
+        if path == "-" or upload:
+            job_id = upload_import(path, name, options)
+        else:
+            job_id = client.submit_import(path, **options)
         finish_job(job_id, wait, as_json)
+
+
+def upload_import(path: str, name: str | None, options: dict[str, Any]) -> int:
+    """Upload ``path`` (``-``: standard input) and submit it, with a bytes bar on stderr."""
+    local = None if path == "-" else Path(path).expanduser()
+    source: Any = sys.stdin.buffer if local is None else local
+    label = name or ("stdin" if local is None else local.name)
+    columns = (TextColumn("upload {task.fields[label]}"), BarColumn(), DownloadColumn())
+    with Progress(*columns, TransferSpeedColumn(), console=err, disable=not err.is_terminal) as bar:
+        total = local.stat().st_size if local is not None and local.is_file() else None
+        task = bar.add_task("upload", total=total, label=label)
+        return client.submit_import(
+            source, upload=True, name=label, on_progress=lambda n: bar.advance(task, n), **options
+        )
 
 
 @app.command("update-status")

@@ -6,15 +6,19 @@ carries only the job id) is sent; see :func:`worker.ledger.submit`.
 
 from __future__ import annotations
 
+import inspect
+import re
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from kombu.exceptions import KombuError
 
-from worker import bulkload, ledger
+from worker import bulkload, ledger, uploads
 from worker.db import session_scope
-from worker.errors import BrokerUnavailable, UsageError
+from worker.errors import BrokerUnavailable, ImportPathError, PermanentError, UsageError
 from worker.importer import ImportParams, guess_format
 from worker.ledger import JobSummary, RejectedRow
 from worker.models import JobKind
@@ -56,7 +60,7 @@ def submit_seed(
 
 
 def submit_import(
-    path: str | Path,
+    path: str | Path | BinaryIO,
     table: str = "todos",
     format: str | None = None,
     mode: str = "insert",
@@ -64,11 +68,23 @@ def submit_import(
     key: str | None = None,
     max_errors: int | None = None,
     max_error_rate: float | None = None,
+    upload: bool = False,
+    name: str | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Queue an import of ``path`` (under BULKOPS_IMPORT_ROOT); returns the job id.
+    """Queue an import; returns the job id.
 
-    A path outside the import root is refused here, before any job exists.
+    By default ``path`` is a file under BULKOPS_IMPORT_ROOT, which every worker
+    must see; a path outside it is refused here, before any job exists. With
+    ``upload=True``, or when ``path`` is a binary stream, the data is streamed
+    into PostgreSQL first (:mod:`worker.uploads`) and any worker reads it from
+    there: no shared folder. ``name`` names a stream (messages, format guess);
+    ``on_progress(n)`` is told the bytes of each write.
     """
+    if upload or not isinstance(path, str | Path):
+        return _submit_upload(
+            path, table, format, mode, dry_run, key, max_errors, max_error_rate, name, on_progress
+        )
     _, relative = confine(path)
     params = ImportParams(
         path=relative,
@@ -80,6 +96,53 @@ def submit_import(
         max_error_rate=max_error_rate,
     )
     return _submit(JobKind.IMPORT, params.to_params(), key)
+
+
+def _submit_upload(
+    source: str | Path | BinaryIO,
+    table: str,
+    format: str | None,
+    mode: str,
+    dry_run: bool,
+    key: str | None,
+    max_errors: int | None,
+    max_error_rate: float | None,
+    name: str | None,
+    on_progress: Callable[[int], None] | None,
+) -> int:
+    """Validate, store the data, then submit; the stored data is removed if no job uses it."""
+    if isinstance(source, str | Path):
+        local = Path(source).expanduser()
+        if not local.is_file():
+            raise ImportPathError(f"{source}: no such file")
+        name = name or local.name
+    else:
+        name = name or Path(str(getattr(source, "name", "") or "stdin")).name
+    params = ImportParams(
+        path=f"upload:{name}",
+        table=table,
+        format=format or guess_format(name),
+        mode=mode,
+        dry_run=dry_run,
+        max_errors=max_errors,
+        max_error_rate=max_error_rate,
+    )
+    if isinstance(source, str | Path):
+        try:
+            with Path(source).expanduser().open("rb") as f:
+                ref = uploads.store(f, name, on_progress)
+        except OSError as exc:
+            raise ImportPathError(f"{source}: cannot be read: {exc}") from None
+    else:
+        ref = uploads.store(source, name, on_progress)
+    try:
+        job_id = _submit(JobKind.IMPORT, {**params.to_params(), "upload": ref.to_params()}, key)
+    except BaseException:
+        uploads.discard(ref)
+        raise
+    if ledger.get_summary(job_id).params.get("upload", {}).get("oid") != ref.oid:
+        uploads.discard(ref)  # the key's earlier job: it has its own data
+    return job_id
 
 
 def submit_update_status(
@@ -97,6 +160,7 @@ def submit_update_status(
     outside the import root are refused here, before any job exists.
     """
     relative = confine(ids_file)[1] if ids_file is not None else None
+    created_before = resolve_relative(created_before)
     params = UpdateParams(
         to_status=to_status,
         from_statuses=tuple(dict.fromkeys(from_statuses)),
@@ -110,6 +174,81 @@ def submit_update_status(
             if not bulkload.owner_ids(session, [params.owner_email]):
                 raise UsageError(f"--owner {owner_email!r}: no user with that email")
     return _submit(JobKind.UPDATE_STATUS, params.to_params(), key)
+
+
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def resolve_relative(value: str | None, now: datetime | None = None) -> str | None:
+    """``30d`` (s, m, h, d, w) -> the UTC ISO timestamp that long before now; others unchanged."""
+    found = _RELATIVE.match(value) if value is not None else None
+    if found is None:
+        return value
+    seconds = int(found.group(1)) * _UNIT_S[found.group(2)]
+    return ((now or datetime.now(UTC)) - timedelta(seconds=seconds)).isoformat()
+
+
+# Job kind -> its submit function (keyword arguments = the JSON params).
+SUBMITTERS: dict[str, Callable[..., int]] = {
+    JobKind.SEED: submit_seed,
+    JobKind.IMPORT: submit_import,
+    JobKind.UPDATE_STATUS: submit_update_status,
+}
+
+
+# --- any kind, from JSON (the submit task) -------------------------------------------
+
+
+# Keyword arguments a JSON request cannot give: the key is its own argument, and
+# an upload streams data from the producer's host, which a JSON request has not.
+_NOT_JSON = {"key", "upload", "name", "on_progress"}
+
+
+def submit_json(kind: str, params: dict[str, Any], key: str | None = None) -> int:
+    """Submit a job described in JSON, as :func:`submit_seed` & co. would.
+
+    ``params`` are the keyword arguments of the kind's submit function. Bad
+    parameters raise UsageError (or the check's own PermanentError) before
+    any job exists.
+    """
+    submit = SUBMITTERS.get(kind)
+    if submit is None:
+        raise UsageError(f"unknown job kind {kind!r}: use one of {', '.join(SUBMITTERS)}")
+    if not isinstance(params, dict):
+        raise UsageError(f"params must be a JSON object, not {type(params).__name__}")
+    accepted = [n for n in inspect.signature(submit).parameters if n not in _NOT_JSON]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise UsageError(
+            f"{kind}: unknown parameter(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
+        )
+    try:
+        return submit(**params, key=key)
+    except TypeError as exc:  # a required parameter missing
+        raise UsageError(f"{kind}: {exc}") from None
+
+
+def submit_json_or_fail(kind: str, params: Any, key: str | None = None) -> int:
+    """:func:`submit_json`, but a refused request becomes a failed job row.
+
+    A producer that only sends a Celery message sees no exception; the ledger
+    row (``bulkops job ID``) says what was wrong. The key is kept on the
+    failed row, so sending the same bad request again gives the same job.
+    """
+    try:
+        return submit_json(kind, params, key)
+    except PermanentError as exc:  # a retryable error (database, broker) propagates
+        refused = exc
+    created: list[int] = []
+    row_kind = kind if isinstance(kind, str) and kind else "unknown"
+    row_params = params if isinstance(params, dict) else {"params": params}
+    job_id = ledger.submit(
+        row_kind[:20], row_params, lambda jid, _task_id: created.append(jid), key
+    )
+    if created:  # a new row, not the earlier job of the same key
+        ledger.fail(job_id, refused)
+    return job_id
 
 
 def summary(job_id: int) -> JobSummary:

@@ -50,6 +50,15 @@ class Settings(BaseSettings):
     bulkops_task_soft_time_limit: int = Field(600, gt=0)
     bulkops_task_time_limit: int = Field(900, gt=0)
     bulkops_visibility_timeout: int = Field(3600, gt=0)
+    # Keep an uploaded import file (a PostgreSQL large object) after its job
+    # ends, e.g. to re-run or audit it; by default it is removed.
+    bulkops_keep_uploads: bool = False
+    # A JSON (or YAML) file of periodic bulk jobs for beat (worker/schedules.py).
+    bulkops_schedule: Path | None = None
+    # A folder under the import root whose new files beat imports once each,
+    # once unchanged for BULKOPS_DROP_SETTLE_S (so a file being written waits).
+    bulkops_drop_folder: Path | None = None
+    bulkops_drop_settle_s: float = Field(10.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

@@ -24,13 +24,13 @@ from typing import Any
 
 from sqlmodel import Session
 
-from worker import bulkload, duplicates, loader, parsing, validation
+from worker import bulkload, duplicates, loader, parsing, uploads, validation
 from worker.config import get_settings
 from worker.errors import UsageError
 from worker.ledger import ChunkCounts, RejectedRow
 from worker.models import Job, JobKind
 from worker.runner import ChunkResult
-from worker.source import confine
+from worker.source import ConfinedFile
 
 TABLES = ("todos", "users")
 MODES = ("insert", "upsert", "skip")
@@ -95,7 +95,8 @@ class ImportOperation:
     def plan(self, session: Session, job: Job) -> list[dict[str, Any]]:
         assert job.id is not None
         p = ImportParams.from_job(job)
-        real, _ = confine(p.path)
+        real = uploads.open_source(job.params)
+        identity = real.identity.to_json() if isinstance(real, ConfinedFile) else None
         header, _ = parsing.read_header(real, p.format)
         if p.format == "csv":
             validation.check_header(p.table, header)
@@ -110,6 +111,8 @@ class ImportOperation:
                 "first_line": s.first_line,
                 "records": s.records,
                 "header": header if i == 0 else None,
+                # what the file was when planned: every chunk checks it is still that file
+                "identity": identity if i == 0 else None,
             }
             for i, s in enumerate(spans)
         ]
@@ -117,8 +120,9 @@ class ImportOperation:
     def run_chunk(self, session: Session, job: Job, spec: dict[str, Any]) -> ChunkResult:
         assert job.id is not None
         p = ImportParams.from_job(job)
-        real, _ = confine(p.path)
-        header = job.params["chunks"][0]["header"] or []
+        first = job.params["chunks"][0]
+        real = uploads.open_source(job.params, expect=first.get("identity"))
+        header = first["header"] or []
         span = parsing.ChunkSpan(
             chunk_no=int(spec["chunk_no"]),
             start=int(spec["start"]),

@@ -84,6 +84,12 @@ task_track_started = True
 timezone = "UTC"
 enable_utc = True
 
+# Recovery runs this often: a dead worker's chunk (its lock gone as soon as
+# PostgreSQL ends its backend, within CLIENT_CHECK_INTERVAL_MS) runs again within
+# about this interval plus that check, well inside 30 s. Stuck jobs (lost
+# messages) still wait BULKOPS_STUCK_AFTER_S.
+RECOVERY_INTERVAL_S = 10.0
+
 beat_schedule = {
     "health-check": {
         "task": "tasks.health.run_health_check",
@@ -92,7 +98,7 @@ beat_schedule = {
     },
     "recover-stuck-jobs": {
         "task": "tasks.maintenance.recover_stuck_jobs",
-        "schedule": max(1.0, _s.bulkops_stuck_after_s / 4),
-        "options": {"queue": MAINTENANCE},
+        "schedule": min(RECOVERY_INTERVAL_S, max(1.0, _s.bulkops_stuck_after_s / 4)),
+        "options": {"queue": MAINTENANCE, "expires": RECOVERY_INTERVAL_S},
     },
 }

@@ -15,9 +15,11 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
+from kombu.exceptions import KombuError
 
 from worker import ledger, runner
-from worker.errors import BulkopsError, RetryableError
+from worker.errors import BrokerUnavailable, BulkopsError, RetryableError
+from worker.models import JobState
 
 logger = get_task_logger(__name__)
 
@@ -53,11 +55,24 @@ def job_errors(task: Task, job_id: int) -> Iterator[None]:
         raise
 
 
+def send_chunk(chunk_task: Task, job_id: int, chunk_no: int) -> None:
+    """Send one chunk task; an unreachable Redis is BrokerUnavailable (retryable)."""
+    try:
+        chunk_task.apply_async(args=[job_id, chunk_no])
+    except (KombuError, OSError, RuntimeError) as exc:
+        raise BrokerUnavailable(f"cannot send chunk {chunk_no} of job {job_id}: {exc}") from exc
+
+
 def start(task: Task, job_id: int, operation: runner.Operation, chunk_task: Task) -> None:
-    """The job task: claim, plan, enqueue the chunk tasks."""
+    """The job task: claim, plan, enqueue the chunk tasks.
+
+    If Redis goes away while the chunks fan out, the job is queued again and the
+    task retried; the retry (or recovery, if Redis also lost the retry) sends only
+    the chunks not yet committed nor running.
+    """
 
     def enqueue(jid: int, chunk_no: int) -> None:
-        chunk_task.apply_async(args=[jid, chunk_no])
+        send_chunk(chunk_task, jid, chunk_no)
 
     with job_errors(task, job_id):
         runner.start_job(job_id, operation, enqueue)
@@ -74,7 +89,7 @@ def chunk(task: Task, job_id: int, chunk_no: int, operation: runner.Operation) -
         if outcome.ran:
             _progress(task, outcome)
         return {"job_id": job_id, "chunk": chunk_no, "ran": outcome.ran, "state": outcome.state}
-    return {"job_id": job_id, "chunk": chunk_no, "ran": False, "state": "failed"}
+    return {"job_id": job_id, "chunk": chunk_no, "ran": False, "state": JobState.FAILED.value}
 
 
 def _progress(task: Task, outcome: runner.ChunkOutcome) -> None:

@@ -1,5 +1,7 @@
 """Health checks: database, pool, Redis, queue depths, stuck jobs.
 
+A job is "stuck running" when it is running and stuck or dead as
+:mod:`worker.chunks` defines them (the same definition recovery acts on).
 Each check catches its own failure and says why, so an unreachable Redis or
 PostgreSQL is a failed check with a reason, never a traceback. The beat task
 records every run in ``health_checks`` and prunes old rows; ``bulkops health``
@@ -16,6 +18,7 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, text
 
+from worker import chunks
 from worker.config import Settings, get_settings
 from worker.db import get_engine, session_scope, translated
 from worker.errors import BulkopsError
@@ -109,22 +112,7 @@ def check_queues(client: redis.Redis) -> Check:
 def check_jobs(engine: Engine, stuck_after_s: float) -> Check:
     def run() -> Check:
         with session_scope(engine) as session:
-            by_state = {
-                str(state): int(count)
-                for state, count in session.execute(
-                    text("SELECT state, count(*) FROM jobs GROUP BY state")
-                )
-            }
-            stuck = session.execute(
-                text(
-                    "SELECT count(*) FILTER (WHERE state = 'queued' AND updated_at < cutoff), "
-                    "count(*) FILTER (WHERE state = 'running' AND heartbeat_at < cutoff) "
-                    "FROM jobs, (SELECT now() - make_interval(secs => :s) AS cutoff) c "
-                    "WHERE state IN ('queued', 'running')"
-                ),
-                {"s": stuck_after_s},
-            ).one()
-        queued, running = int(stuck[0]), int(stuck[1])
+            by_state, queued, running = chunks.health_counts(session, stuck_after_s)
         ok = queued == 0 and running == 0
         detail = f"{queued} stuck queued, {running} stuck running"
         return Check(

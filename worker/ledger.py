@@ -1,135 +1,107 @@
-"""The job ledger: job rows, their states, counters, heartbeat and summaries.
+"""The job ledger: job rows, their states, counters, rejects and summaries.
 
 PostgreSQL holds the truth about every job. Every state change is one
 atomic statement guarded by the state it expects, so two deliveries of the
-same message can never run a job twice at once.
+same message can never run a job twice at once. This module and
+:mod:`worker.chunks` (chunks, liveness, stuck and dead) own every statement
+on the ledger tables.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import text
 from sqlmodel import Session, select
 
-from worker.db import session_scope
+from worker import chunks
+from worker.chunks import STATES, poison_plan
+from worker.db import get_engine, session_scope, translated
 from worker.errors import BulkopsError, JobNotFound, UsageError
-from worker.models import FINISHED_STATES, Job, JobReject, JobState
+from worker.models import Job, JobReject, JobState
+from worker.summary import ChunkCounts, JobSummary, RejectedRow, pg_text, storable, summarize
 
-
-@dataclass(frozen=True)
-class ChunkCounts:
-    """What one chunk did with its input rows."""
-
-    read: int = 0
-    inserted: int = 0
-    updated: int = 0
-    skipped: int = 0
-    rejected: int = 0
-
-
-@dataclass(frozen=True)
-class RejectedRow:
-    line: int | None
-    column: str | None
-    reason: str
-    raw: str | None
-
-
-@dataclass(frozen=True)
-class JobSummary:
-    id: int
-    kind: str
-    state: str
-    rows_read: int
-    rows_inserted: int
-    rows_updated: int
-    rows_skipped: int
-    rows_rejected: int
-    chunks_done: int
-    chunks_total: int | None
-    elapsed_s: float | None
-    error: str | None
-    params: dict[str, Any]
-    created_at: str | None
-    finished_at: str | None
-    longest_batch_s: float | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.state in FINISHED_STATES
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        if self.kind != "update_status":
-            data.pop("longest_batch_s")
-        return data
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def summarize(job: Job) -> JobSummary:
-    assert job.id is not None
-    elapsed = None
-    if job.started_at is not None:
-        end = job.finished_at or job.heartbeat_at or job.started_at
-        elapsed = round((end - job.started_at).total_seconds(), 3)
-    return JobSummary(
-        id=job.id,
-        kind=job.kind,
-        state=job.state,
-        rows_read=job.rows_read,
-        rows_inserted=job.rows_inserted,
-        rows_updated=job.rows_updated,
-        rows_skipped=job.rows_skipped,
-        rows_rejected=job.rows_rejected,
-        chunks_done=job.chunks_done,
-        chunks_total=job.chunks_total,
-        elapsed_s=elapsed,
-        error=job.error,
-        params=job.params,
-        created_at=_iso(job.created_at),
-        finished_at=_iso(job.finished_at),
-        longest_batch_s=job.longest_batch_s,
-    )
+__all__ = ["ChunkCounts", "JobSummary", "RejectedRow", "pg_text", "storable"]
 
 
 # --- submit ------------------------------------------------------------------------
 
 SendFn = Callable[[int, str], None]
 
+# Keys the runner adds to a job's params; the rest is what was submitted.
+PLAN_KEYS = frozenset({"chunks", "dry_run_breakdown"})
+
 
 def submit(kind: str, params: dict[str, Any], send: SendFn, key: str | None = None) -> int:
     """Write the job row, commit, then send its message; returns the job id.
 
     An idempotency key that already exists returns the existing job and sends
-    nothing. If the message cannot be sent the row is removed again, so no job
-    is left ``queued`` with no message behind it, and the error propagates.
+    nothing; the same key with another kind or other parameters is a
+    UsageError naming that job. If the message cannot be sent the row is
+    removed again, so no job is left ``queued`` with no message behind it, and
+    the error propagates. While one submit of a key sends, a second submit of
+    that key waits for its outcome (a lock on the key), so it never returns
+    the id of a row that is then removed.
     """
+    if key is None:
+        return _submit(kind, params, send, None)
+    with translated():
+        conn = get_engine().connect()
+    try:
+        with translated():
+            conn.execute(text("SELECT pg_advisory_lock(hashtextextended(:k, 0))"), {"k": key})
+            conn.commit()
+        return _submit(kind, params, send, key)
+    finally:
+        try:
+            conn.rollback()
+            conn.execute(text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": key})
+            conn.commit()
+        except Exception:
+            conn.invalidate()  # never leave the key locked on a pooled connection
+        conn.close()
+
+
+def _submit(kind: str, params: dict[str, Any], send: SendFn, key: str | None) -> int:
     task_id = str(uuid.uuid4())
+    wanted = json.loads(to_json(params))
     with session_scope() as session:
         row = session.execute(
             text(
                 "INSERT INTO jobs (kind, state, params, idempotency_key, celery_task_id) "
-                "VALUES (:kind, 'queued', CAST(:params AS jsonb), :key, :task_id) "
+                "VALUES (:kind, :queued, CAST(:params AS jsonb), :key, :task_id) "
                 "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
             ),
-            {"kind": kind, "params": to_json(params), "key": key, "task_id": task_id},
+            {
+                "kind": kind,
+                **STATES,
+                "params": to_json(params),
+                "key": key,
+                "task_id": task_id,
+            },
         ).first()
         if row is None:
             existing = session.execute(
-                text("SELECT id, kind FROM jobs WHERE idempotency_key = :key"), {"key": key}
+                text("SELECT id, kind, params FROM jobs WHERE idempotency_key = :key"),
+                {"key": key},
             ).one()
             if existing.kind != kind:
                 raise UsageError(
                     f"idempotency key {key!r} already belongs to job {existing.id} "
                     f"of kind {existing.kind}"
+                )
+            submitted = {k: v for k, v in existing.params.items() if k not in PLAN_KEYS}
+            if submitted != wanted:
+                differ = sorted(
+                    k for k in set(submitted) | set(wanted) if submitted.get(k) != wanted.get(k)
+                )
+                raise UsageError(
+                    f"idempotency key {key!r} already belongs to job {existing.id}, submitted "
+                    f"with other parameters ({', '.join(differ)}); use another key"
                 )
             return int(existing.id)
         job_id = int(row.id)
@@ -138,57 +110,145 @@ def submit(kind: str, params: dict[str, Any], send: SendFn, key: str | None = No
     except BaseException:
         with session_scope() as session:
             session.execute(
-                text("DELETE FROM jobs WHERE id = :id AND state = 'queued'"), {"id": job_id}
+                text("DELETE FROM jobs WHERE id = :id AND state = :queued"),
+                {"id": job_id, **STATES},
             )
         raise
     return job_id
 
 
 def to_json(value: Any) -> str:
-    import json
-
     return json.dumps(value, sort_keys=True, default=str)
 
 
-# --- claim, progress, finish --------------------------------------------------------
+# --- claim and plan ------------------------------------------------------------------
 
 
-def claim(session: Session, job_id: int, stale_after_s: float) -> Job | None:
-    """Move a job to ``running``; None if another worker holds it or it is finished.
+def claim(job_id: int, max_attempts: int) -> Job | None:
+    """Take the job for planning, committed at once; the caller holds its planner lock.
 
-    A ``running`` job whose heartbeat is older than ``stale_after_s`` lost its
-    worker and may be claimed again.
+    Claimable: ``queued``, or ``running`` with no plan yet (its planner died:
+    it holds no lock, the caller does). Each claim counts an attempt; one past
+    ``max_attempts`` fails the job (a poison plan). A running job already
+    planned is returned as it is (its fan-out is resumed); None when the job
+    is finished, cancelling or unknown.
     """
+    with session_scope() as session:
+        row = session.execute(
+            text(
+                "UPDATE jobs SET state = :running, attempts = attempts + 1, "
+                "started_at = coalesce(started_at, now()), heartbeat_at = now() "
+                "WHERE id = :id AND (state = :queued "
+                "OR (state = :running AND chunks_total IS NULL)) "
+                "RETURNING attempts"
+            ),
+            {"id": job_id, **STATES},
+        ).first()
+        if row is not None and row.attempts > max_attempts:
+            _fail(session, job_id, poison_plan(max_attempts))
+            return None
+        job = session.get(Job, job_id, populate_existing=True)
+    return job if job is not None and job.state == JobState.RUNNING else None
+
+
+def unclaim(job_id: int) -> None:
+    """Planning ended on an error (not a death): the job is queued again, that attempt uncounted."""
+    with session_scope() as session:
+        session.execute(
+            text(
+                "UPDATE jobs SET state = :queued, attempts = greatest(attempts - 1, 0) "
+                "WHERE id = :id AND state = :running AND chunks_total IS NULL"
+            ),
+            {"id": job_id, **STATES},
+        )
+
+
+def store_plan(session: Session, job_id: int, specs: list[dict[str, Any]]) -> bool:
+    """Store the chunk specs in the plan's transaction; False if the job stopped meanwhile."""
     row = session.execute(
         text(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, "
-            "started_at = coalesce(started_at, now()), heartbeat_at = now() "
-            "WHERE id = :id AND (state = 'queued' OR (state = 'running' AND "
-            "heartbeat_at < now() - make_interval(secs => :stale))) RETURNING id"
+            "UPDATE jobs SET heartbeat_at = now(), "
+            "params = params || jsonb_build_object('chunks', CAST(:specs AS jsonb)) "
+            "WHERE id = :id AND state = :running RETURNING id"
         ),
-        {"id": job_id, "stale": stale_after_s},
+        {"id": job_id, "specs": to_json(specs), **STATES},
     ).first()
-    if row is None:
-        return None
-    return session.get(Job, job_id, populate_existing=True)
+    return row is not None
 
 
-def set_plan(session: Session, job_id: int, chunks_total: int) -> None:
+def set_param(session: Session, job_id: int, name: str, value: Any) -> None:
+    """Add one key to a job's params (e.g. a dry run's breakdown), in the plan's transaction."""
     session.execute(
-        text("UPDATE jobs SET chunks_total = :n, heartbeat_at = now() WHERE id = :id"),
-        {"id": job_id, "n": chunks_total},
+        text(
+            "UPDATE jobs SET params = params || jsonb_build_object(CAST(:name AS text), "
+            "CAST(:value AS jsonb)) WHERE id = :id"
+        ),
+        {"id": job_id, "name": name, "value": to_json(value)},
     )
+
+
+def set_planned(job_id: int, chunks_total: int) -> str:
+    """Every chunk was sent: record the total, and finish the job if all are done already."""
+    with session_scope() as session:
+        row = session.execute(
+            text(
+                f"UPDATE jobs SET chunks_total = :n, heartbeat_at = now(), {_FINISH_IF_DONE} "
+                "WHERE id = :id AND state IN (:running, :cancelling) RETURNING state"
+            ),
+            {"id": job_id, "n": chunks_total, **STATES},
+        ).first()
+    return str(row.state) if row else ""
+
+
+def resume_requested(job: Job) -> bool:
+    """Recovery re-sent this planned job since its last sign of life (its chunks were lost)."""
+    return job.resent_at is not None and (
+        job.heartbeat_at is None or job.resent_at > job.heartbeat_at
+    )
+
+
+def touch(job_id: int) -> None:
+    """A sign of life from the job's planner (its fan-out was resumed)."""
+    with session_scope() as session:
+        session.execute(text("UPDATE jobs SET heartbeat_at = now() WHERE id = :id"), {"id": job_id})
+
+
+# --- chunks commit -------------------------------------------------------------------
+
+# The state a running job takes once ``chunks_done`` reaches ``:n`` (its total).
+_FINISH_IF_DONE = """
+    state = CASE WHEN state = :running AND chunks_done >= :n THEN
+                 CASE WHEN rows_rejected > 0 THEN :partially_succeeded ELSE :succeeded END
+            ELSE state END,
+    finished_at = CASE WHEN state = :running AND chunks_done >= :n THEN clock_timestamp()
+                  ELSE finished_at END
+"""
+
+
+def running_job(session: Session, job_id: int) -> Job | None:
+    """The job, if its chunks may run now (running, not cancelling or finished)."""
+    job = session.get(Job, job_id, populate_existing=True)
+    return job if job is not None and job.state == JobState.RUNNING else None
+
+
+def state_of(job_id: int) -> str:
+    with session_scope() as session:
+        state = session.execute(text("SELECT state FROM jobs WHERE id = :id"), {"id": job_id})
+        return str(state.scalar() or "missing")
 
 
 def record_chunk(
     session: Session, job_id: int, counts: ChunkCounts, batch_s: float | None = None
-) -> tuple[int, int | None, str]:
+) -> tuple[int, int | None, str] | None:
     """Add a committed chunk's counters; the last chunk finishes the job.
 
     Runs inside the chunk's own transaction, after its data and its
-    ``job_chunks`` row. A job past its error limits (``max_errors``,
-    ``max_error_rate`` in its params) ends ``failed``, naming the limit; what
-    committed stays. Returns (chunks_done, chunks_total, state).
+    ``job_chunks`` row. None if the job is no longer running or cancelling
+    (failed, or cancelled while this chunk was not yet counted as in flight):
+    the caller rolls the chunk back, so a final state's counts never change.
+    A job past its error limits (``max_errors``, ``max_error_rate`` in its
+    params) ends ``failed``, naming the limit; what committed stays. Returns
+    (chunks_done, chunks_total, state).
     """
     row = session.execute(
         text(
@@ -204,32 +264,28 @@ def record_chunk(
                 longest_batch_s = CASE WHEN CAST(:batch_s AS float8) IS NULL THEN longest_batch_s
                     ELSE greatest(coalesce(longest_batch_s, 0), :batch_s) END,
                 state = CASE
-                    WHEN state = 'running' AND chunks_done + 1 >= chunks_total THEN
-                        CASE WHEN rows_rejected + :rejected > 0 THEN 'partially_succeeded'
-                             ELSE 'succeeded' END
+                    WHEN state = :running AND chunks_done + 1 >= chunks_total THEN
+                        CASE WHEN rows_rejected + :rejected > 0 THEN :partially_succeeded
+                             ELSE :succeeded END
                     ELSE state END,
                 finished_at = CASE
-                    WHEN state = 'running' AND chunks_done + 1 >= chunks_total
+                    WHEN state = :running AND chunks_done + 1 >= chunks_total
                     THEN clock_timestamp()
                     ELSE finished_at END
-            WHERE id = :id
+            WHERE id = :id AND state IN (:running, :cancelling)
             RETURNING chunks_done, chunks_total, state, rows_read, rows_rejected,
                       params->'max_errors' AS max_errors, params->'max_error_rate' AS max_rate
             """
         ),
-        {"id": job_id, "batch_s": batch_s, **asdict(counts)},
-    ).one()
+        {"id": job_id, "batch_s": batch_s, **asdict(counts), **STATES},
+    ).first()
+    if row is None:
+        return None
     state = str(row.state)
     limit = error_limit_passed(row.rows_read, row.rows_rejected, row.max_errors, row.max_rate)
-    if limit and state in ("running", "succeeded", "partially_succeeded"):
-        session.execute(
-            text(
-                "UPDATE jobs SET state = 'failed', error = :error, "
-                "finished_at = coalesce(finished_at, now()) WHERE id = :id"
-            ),
-            {"id": job_id, "error": limit},
-        )
-        state = "failed"
+    if limit and state in (JobState.RUNNING, JobState.SUCCEEDED, JobState.PARTIALLY_SUCCEEDED):
+        _fail(session, job_id, limit, also_finished=True)
+        state = JobState.FAILED.value
     return int(row.chunks_done), row.chunks_total, state
 
 
@@ -248,7 +304,10 @@ def error_limit_passed(
 
 
 def add_counts(session: Session, job_id: int, counts: ChunkCounts) -> None:
-    """Add counters for work done outside a chunk (e.g. seeding's users, in the plan)."""
+    """Add counters for work done outside a chunk (e.g. an ids file's bad lines, in the plan).
+
+    Call it last in the plan: it locks the job row until the plan commits.
+    """
     session.execute(
         text(
             "UPDATE jobs SET rows_read = rows_read + :read, "
@@ -260,75 +319,53 @@ def add_counts(session: Session, job_id: int, counts: ChunkCounts) -> None:
     )
 
 
-def finish_if_complete(session: Session, job_id: int) -> str:
-    """Finish a running job whose chunks are all done (e.g. a job with zero chunks)."""
-    row = session.execute(
+# --- fail, cancel ----------------------------------------------------------------------
+
+
+def _fail(session: Session, job_id: int, message: str, also_finished: bool = False) -> None:
+    states = "(:queued, :running, :cancelling, :succeeded, :partially_succeeded)"
+    if not also_finished:
+        states = "(:queued, :running, :cancelling)"
+    session.execute(
         text(
-            "UPDATE jobs SET finished_at = clock_timestamp(), state = CASE WHEN rows_rejected > 0 "
-            "THEN 'partially_succeeded' ELSE 'succeeded' END "
-            "WHERE id = :id AND state = 'running' AND chunks_done >= chunks_total "
-            "RETURNING state"
+            "UPDATE jobs SET state = :failed, error = :error, "
+            f"finished_at = coalesce(finished_at, now()) WHERE id = :id AND state IN {states}"
         ),
-        {"id": job_id},
-    ).first()
-    return str(row.state) if row else ""
-
-
-def heartbeat(session: Session, job_id: int) -> None:
-    session.execute(text("UPDATE jobs SET heartbeat_at = now() WHERE id = :id"), {"id": job_id})
+        {"id": job_id, "error": pg_text(message[:4000]), **STATES},
+    )
 
 
 def fail(job_id: int, error: BaseException | str) -> None:
-    """Mark a job failed with its error, in its own transaction."""
+    """Mark a job failed with its error, in its own transaction (finished jobs stay)."""
     message = error.message if isinstance(error, BulkopsError) else str(error)
     with session_scope() as session:
-        session.execute(
-            text(
-                "UPDATE jobs SET state = 'failed', error = :error, finished_at = now() "
-                "WHERE id = :id AND state IN ('queued', 'running')"
-            ),
-            {"id": job_id, "error": pg_text(message[:4000]) or type(error).__name__},
-        )
+        _fail(session, job_id, message or type(error).__name__)
 
 
 def cancel(job_id: int) -> str:
-    """Ask a job to stop after its current chunk; returns its state afterwards."""
+    """Ask a job to stop after its in-flight chunks; returns its state afterwards.
+
+    A queued job is ``cancelled`` at once. A running one is ``cancelling``
+    until its planner and in-flight chunks have ended (each settles it as it
+    ends; recovery too), then ``cancelled`` with its final counts.
+    """
     with session_scope() as session:
         row = session.execute(
             text(
                 """
                 UPDATE jobs SET cancel_requested = true,
-                    state = CASE WHEN state IN ('queued', 'running') THEN 'cancelled'
-                                 ELSE state END,
-                    finished_at = CASE WHEN state IN ('queued', 'running') THEN clock_timestamp()
+                    state = CASE WHEN state = :queued THEN :cancelled
+                                 WHEN state = :running THEN :cancelling ELSE state END,
+                    finished_at = CASE WHEN state = :queued THEN clock_timestamp()
                                        ELSE finished_at END
                 WHERE id = :id RETURNING state
                 """
             ),
-            {"id": job_id},
+            {"id": job_id, **STATES},
         ).first()
         if row is None:
             raise JobNotFound(f"no job with id {job_id}")
-        return str(row.state)
-
-
-REJECT_COLUMN_MAX = 200  # job_rejects.column is varchar(200)
-
-
-def pg_text(value: str) -> str:
-    """PostgreSQL text cannot hold NUL: show it as U+FFFD, as undecodable bytes are."""
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value
-
-
-def storable(r: RejectedRow) -> RejectedRow:
-    """The reject as ``job_rejects`` can hold it, whatever the input contained.
-
-    A rejected row's text may contain NUL bytes (that is often why it was
-    rejected) and a JSON key used as the column name may be any length.
-    """
-    column = None if r.column is None else pg_text(r.column)[:REJECT_COLUMN_MAX]
-    raw = None if r.raw is None else pg_text(r.raw)
-    return RejectedRow(r.line, column, pg_text(r.reason), raw)
+    return chunks.settle_cancel(job_id) or str(row.state)
 
 
 def add_rejects(

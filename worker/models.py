@@ -122,6 +122,7 @@ class JobKind(enum.StrEnum):
 class JobState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
+    CANCELLING = "cancelling"  # cancel asked; in-flight chunks have not all ended yet
     SUCCEEDED = "succeeded"
     PARTIALLY_SUCCEEDED = "partially_succeeded"
     FAILED = "failed"
@@ -131,6 +132,8 @@ class JobState(enum.StrEnum):
 FINISHED_STATES: frozenset[str] = frozenset(
     {JobState.SUCCEEDED, JobState.PARTIALLY_SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 )
+# States in which a job's chunks may still commit.
+ACTIVE_STATES: frozenset[str] = frozenset({JobState.RUNNING, JobState.CANCELLING})
 
 
 def _counter() -> Any:
@@ -183,6 +186,10 @@ class Job(SQLModel, table=True):
     heartbeat_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+    # When recovery last re-sent the job's message (at most once per period).
+    resent_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
 
 
 class JobChunk(SQLModel, table=True):
@@ -211,6 +218,7 @@ class JobChunkStart(SQLModel, table=True):
 
     A chunk whose worker dies (SIGKILL, OOM, hard time limit) leaves its start
     counted; past ``BULKOPS_MAX_ATTEMPTS`` the job fails instead of looping.
+    ``resent_at`` is when recovery last sent the chunk again after such a death.
     """
 
     __tablename__ = "job_chunk_starts"
@@ -223,6 +231,30 @@ class JobChunkStart(SQLModel, table=True):
         default=0, sa_column=Column(Integer, nullable=False, server_default="0")
     )
     started_at: datetime | None = _created_at()
+    resent_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class JobUpdateId(SQLModel, table=True):
+    """The ids of a status update's ``--ids-file``, read once by the plan.
+
+    Each chunk reads its own batch from here (``chunk_no``), so neither the
+    job's params nor any one chunk holds every id. A duplicate id keeps only
+    its first line: the later ones are rejects, with ``dup_of`` that line and no
+    ``chunk_no``.
+    """
+
+    __tablename__ = "job_update_ids"
+    __table_args__ = (Index("ix_job_update_ids_job_id_chunk_no", "job_id", "chunk_no"),)
+
+    job_id: int = Field(
+        sa_column=Column(BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    )
+    line: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    todo_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    chunk_no: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
+    dup_of: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class JobKeyDup(SQLModel, table=True):

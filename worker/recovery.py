@@ -1,65 +1,79 @@
-"""Recovery from the ledger: re-send jobs whose message or worker was lost.
+"""Recovery from the ledger: send again what a lost message or a dead worker left.
 
-Redis without persistence loses every queued message on restart, and a
-worker killed mid-job leaves its job ``running`` with a stale heartbeat.
-Both are found here and sent again, a bounded number of times: a job that
-has been claimed ``max_attempts`` times and still died ends ``failed``.
+What is dead and what is stuck is defined once, next to its statements, in
+:mod:`worker.chunks`; this module decides what to send and sends it:
+
+- a chunk whose worker died (its start is counted, its lock is gone) runs
+  again at once; a slow chunk holds its lock and is never sent twice;
+- a job whose planner died is sent again (its claim counts an attempt) or,
+  past ``max_attempts``, ends ``failed``;
+- a job queued this long, or running with nothing in flight and no progress
+  this long (Redis lost its messages), is sent again;
+- a cancelling job with nothing in flight any more becomes ``cancelled``.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlalchemy import text
-
-from worker.db import session_scope
+from worker import chunks
 
 logger = logging.getLogger(__name__)
+
+SendJob = Callable[[str, int, str], None]  # (kind, job id, task id)
+SendChunk = Callable[[str, int, int], None]  # (kind, job id, chunk number)
 
 
 @dataclass(frozen=True)
 class RecoveryReport:
     resent: list[int]
     failed: list[int]
+    chunks: list[tuple[int, int]] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
 
 
 def recover_stuck_jobs(
-    stuck_after_s: float, max_attempts: int, send: Callable[[str, int, str], None]
+    stuck_after_s: float,
+    max_attempts: int,
+    send: SendJob,
+    send_chunk: SendChunk | None = None,
 ) -> RecoveryReport:
-    """Re-send stuck jobs (``send(kind, job_id, task_id)``); fail those out of attempts."""
-    with session_scope() as session:
-        failed = [
-            int(r.id)
-            for r in session.execute(
-                text(
-                    "UPDATE jobs SET state = 'failed', finished_at = now(), error = "
-                    "'worker lost ' || attempts || ' times; giving up (max attempts ' "
-                    "|| :max || ')' WHERE state = 'running' AND attempts >= :max "
-                    "AND heartbeat_at < now() - make_interval(secs => :s) RETURNING id"
-                ),
-                {"s": stuck_after_s, "max": max_attempts},
-            )
-        ]
-        # Touch updated_at (trigger) so a job is re-sent at most once per period.
-        stuck = session.execute(
-            text(
-                "UPDATE jobs SET cancel_requested = cancel_requested "
-                "WHERE (state = 'queued' AND updated_at < now() - make_interval(secs => :s)) "
-                "OR (state = 'running' AND heartbeat_at < now() - make_interval(secs => :s) "
-                "AND updated_at < now() - make_interval(secs => :s)) "
-                "RETURNING id, kind, celery_task_id"
-            ),
-            {"s": stuck_after_s},
-        ).all()
+    """Send again what died or got lost; fail poison plans; settle cancels.
+
+    Everything sent is marked as sent first (committed), so a send that fails
+    is tried again a period later, and a job or chunk is never sent twice at once.
+    """
+    failed = chunks.fail_dead_planners(max_attempts)
+    cancelled = chunks.settle_cancels()
     resent = []
-    for row in stuck:
+    for job in chunks.take_resends(stuck_after_s):
         try:
-            send(str(row.kind), int(row.id), str(row.celery_task_id))
-            resent.append(int(row.id))
+            send(job.kind, job.job_id, job.task_id)
+            resent.append(job.job_id)
         except Exception as exc:
-            logger.warning("re-send failed: %s", exc, extra={"job_id": row.id})
-    if resent or failed:
-        logger.warning("recovered jobs", extra={"resent": resent, "failed": failed})
-    return RecoveryReport(resent, failed)
+            logger.warning("re-send failed: %s", exc, extra={"job_id": job.job_id})
+    sent_chunks = []
+    if send_chunk is not None:
+        for dead in chunks.take_dead(stuck_after_s):
+            try:
+                send_chunk(dead.kind, dead.job_id, dead.chunk_no)
+                sent_chunks.append((dead.job_id, dead.chunk_no))
+            except Exception as exc:
+                logger.warning(
+                    "re-send of a dead chunk failed: %s",
+                    exc,
+                    extra={"job_id": dead.job_id, "chunk": dead.chunk_no},
+                )
+    if resent or failed or sent_chunks or cancelled:
+        logger.warning(
+            "recovered jobs",
+            extra={
+                "resent": resent,
+                "failed": failed,
+                "chunks": sent_chunks,
+                "cancelled": cancelled,
+            },
+        )
+    return RecoveryReport(resent, failed, sent_chunks, cancelled)

@@ -1,11 +1,12 @@
 """Chunked jobs, exactly once: plan, fan out, run each chunk in its own transaction.
 
-Celery-agnostic: the tasks pass in how to enqueue a chunk. A chunk's
-``job_chunks`` row is inserted first in the chunk's transaction (a duplicate
-delivery waits on it, then sees it and does nothing) and commits together
-with the chunk's data, its rejects and the job's counters. The chunk that
-brings ``chunks_done`` to ``chunks_total`` finishes the job in that same
-statement, so there is no chord and nothing to hang.
+Celery-agnostic: the tasks pass in how to enqueue a chunk. Orchestration
+only: every statement is in :mod:`worker.ledger` and :mod:`worker.chunks`.
+A chunk runs holding its lock (a duplicate delivery leaves it to the live
+holder); its ``job_chunks`` row commits together with the chunk's data, its
+rejects and the job's counters. The chunk that brings ``chunks_done`` to
+``chunks_total`` finishes the job in that same statement, so there is no
+chord and nothing to hang.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import text
+from sqlalchemy import Connection
 from sqlmodel import Session
 
-from worker import ledger
+from worker import chunks, ledger
 from worker.config import get_settings
-from worker.db import session_scope
-from worker.ledger import ChunkCounts, RejectedRow
 from worker.models import Job, JobState
+from worker.summary import ChunkCounts, RejectedRow
 
 logger = logging.getLogger(__name__)
 
@@ -66,74 +66,61 @@ STATEMENT_TIMEOUT_SHARE = 0.9
 
 
 def start_job(job_id: int, operation: Operation, enqueue: EnqueueFn) -> int:
-    """Claim the job, plan it once, enqueue every chunk not yet committed.
+    """Claim the job, plan it once, enqueue every chunk not yet committed nor running.
 
-    Safe to call again for the same job (redelivery, recovery): the plan is
-    stored on the first run and committed chunks are never enqueued again.
-    Returns how many chunks were enqueued.
+    The planner holds the job's planner lock throughout (its liveness: a second
+    delivery leaves the job to it, recovery sees it alive however long the plan
+    takes). The claim commits on its own, so a worker that dies while planning
+    has counted its attempt. The plan runs in a transaction of its own that
+    commits the specs with whatever the plan wrote. Safe to call again for the
+    same job (redelivery, recovery). Returns how many chunks were enqueued.
     """
-    settings = get_settings()
-    with session_scope() as session:
-        job = ledger.claim(session, job_id, settings.bulkops_stuck_after_s)
-        if job is None:
-            logger.info(
-                "job not claimable (running elsewhere or finished)", extra={"job_id": job_id}
-            )
+    with chunks.holding(job_id, chunks.PLANNER) as conn:
+        if conn is None:
+            logger.info("job is being planned elsewhere", extra={"job_id": job_id})
             return 0
-        if job.chunks_total is None:
-            specs = operation.plan(session, job)
-            session.execute(
-                text(
-                    "UPDATE jobs SET params = params || jsonb_build_object('chunks', "
-                    "CAST(:specs AS jsonb)) WHERE id = :id"
-                ),
-                {"id": job_id, "specs": ledger.to_json(specs)},
-            )
-            ledger.set_plan(session, job_id, len(specs))
-            total = len(specs)
-        else:
-            total = job.chunks_total
-        done = {
-            int(r[0])
-            for r in session.execute(
-                text("SELECT chunk_no FROM job_chunks WHERE job_id = :id"), {"id": job_id}
-            )
-        }
-        if len(done) >= total:
-            ledger.finish_if_complete(session, job_id)
-    missing = [n for n in range(total) if n not in done]
-    for chunk_no in missing:
-        enqueue(job_id, chunk_no)
+        job = ledger.claim(job_id, get_settings().bulkops_max_attempts)
+        if job is None:
+            logger.info("job not claimable (finished or cancelled)", extra={"job_id": job_id})
+            return 0
+        if job.chunks_total is not None:  # planned and sent before
+            if not ledger.resume_requested(job):
+                logger.info("job already planned and running", extra={"job_id": job_id})
+                return 0
+            # recovery found it stuck (its chunk messages lost): send them again
+            missing = chunks.pending(job_id, job.chunks_total)
+            for chunk_no in missing:
+                enqueue(job_id, chunk_no)
+            ledger.touch(job_id)
+            logger.info("job resumed", extra={"job_id": job_id, "enqueued": len(missing)})
+            return len(missing)
+        try:
+            total = _plan(conn, job, operation)
+            missing = [] if total is None else chunks.pending(job_id, total)
+            for chunk_no in missing:
+                enqueue(job_id, chunk_no)
+            if total is not None:
+                ledger.set_planned(job_id, total)
+        except BaseException:
+            ledger.unclaim(job_id)  # not a death: the retry (or failure) decides
+            raise
+    chunks.settle_cancel(job_id)
     logger.info("job planned", extra={"job_id": job_id, "chunks": total, "enqueued": len(missing)})
     return len(missing)
 
 
-def _start(job_id: int, chunk_no: int) -> int:
-    """Count a start of the chunk, committed now; returns the unfinished starts so far."""
-    with session_scope() as session:
-        return int(
-            session.execute(
-                text(
-                    "INSERT INTO job_chunk_starts (job_id, chunk_no, unfinished) "
-                    "VALUES (:id, :n, 1) ON CONFLICT (job_id, chunk_no) DO UPDATE SET "
-                    "unfinished = job_chunk_starts.unfinished + 1, started_at = now() "
-                    "RETURNING unfinished"
-                ),
-                {"id": job_id, "n": chunk_no},
-            ).scalar_one()
-        )
-
-
-def _end(job_id: int, chunk_no: int) -> None:
-    """The chunk ended (committed, rolled back or raised): this start does not count."""
-    with session_scope() as session:
-        session.execute(
-            text(
-                "UPDATE job_chunk_starts SET unfinished = greatest(unfinished - 1, 0) "
-                "WHERE job_id = :id AND chunk_no = :n"
-            ),
-            {"id": job_id, "n": chunk_no},
-        )
+def _plan(conn: Connection, job: Job, operation: Operation) -> int | None:
+    """The chunk count; plans first if no plan is stored. None if the job stopped meanwhile."""
+    assert job.id is not None
+    stored = job.params.get("chunks")
+    if stored is not None:
+        return len(stored)
+    with chunks.transaction(conn) as session:
+        specs = operation.plan(session, job)
+        if not ledger.store_plan(session, job.id, specs):
+            session.rollback()  # cancelled while planning: keep nothing of the plan
+            return None
+    return len(specs)
 
 
 def run_chunk(
@@ -141,83 +128,62 @@ def run_chunk(
 ) -> ChunkOutcome:
     """Run one chunk exactly once; a duplicate or a chunk of a stopped job does nothing.
 
-    Starts that never ended (the worker died in the chunk) are counted; a
-    chunk that keeps killing its worker fails the job after
-    ``BULKOPS_MAX_ATTEMPTS`` instead of being delivered forever.
+    The chunk's lock is held from before its start is counted until after it
+    ended, so recovery tells a dead chunk (start counted, lock gone) from a
+    slow one. Starts that never ended are counted; a chunk that keeps killing
+    its worker fails the job after ``BULKOPS_MAX_ATTEMPTS`` instead of being
+    delivered forever.
     """
     max_attempts = get_settings().bulkops_max_attempts
-    if _start(job_id, chunk_no) > max_attempts:
-        ledger.fail(
-            job_id,
-            f"chunk {chunk_no} was started {max_attempts} times and its worker died each "
-            "time (a poison chunk: killed, out of memory or past the hard time limit); "
-            "giving up",
-        )
-        _end(job_id, chunk_no)
-        return ChunkOutcome(job_id, chunk_no, False, 0, None, JobState.FAILED.value)
-    try:
-        return _run_chunk(job_id, chunk_no, operation, worker)
-    finally:
-        _end(job_id, chunk_no)
+    with chunks.holding(job_id, chunk_no) as conn:
+        if conn is None:
+            logger.info("chunk is running elsewhere", extra={"job_id": job_id, "chunk": chunk_no})
+            return ChunkOutcome(job_id, chunk_no, False, 0, None, ledger.state_of(job_id))
+        if chunks.committed(conn, job_id, chunk_no):
+            logger.info("chunk already committed", extra={"job_id": job_id, "chunk": chunk_no})
+            return ChunkOutcome(job_id, chunk_no, False, 0, None, ledger.state_of(job_id))
+        if chunks.start(conn, job_id, chunk_no) > max_attempts:
+            ledger.fail(
+                job_id,
+                f"chunk {chunk_no} was started {max_attempts} times and its worker died each "
+                "time (a poison chunk: killed, out of memory or past the hard time limit); "
+                "giving up",
+            )
+            chunks.end(conn, job_id, chunk_no)
+            return ChunkOutcome(job_id, chunk_no, False, 0, None, JobState.FAILED.value)
+        try:
+            outcome = _run_chunk(conn, job_id, chunk_no, operation, worker)
+        finally:
+            chunks.end(conn, job_id, chunk_no)
+    chunks.settle_cancel(job_id)  # after the lock is gone: the last chunk to end settles
+    return outcome
 
 
 def _run_chunk(
-    job_id: int, chunk_no: int, operation: Operation, worker: str | None
+    conn: Connection, job_id: int, chunk_no: int, operation: Operation, worker: str | None
 ) -> ChunkOutcome:
     # A statement blocked in the driver cannot see Celery's soft time limit;
     # PostgreSQL cancels it a little before, and the chunk is retried.
     timeout_ms = int(get_settings().bulkops_task_soft_time_limit * 1000 * STATEMENT_TIMEOUT_SHARE)
-    with session_scope() as session:
-        session.execute(text(f"SET LOCAL statement_timeout = {timeout_ms}"))
-        job = session.get(Job, job_id)
-        if job is None or job.state != JobState.RUNNING:
-            state = job.state if job else "missing"
-            return ChunkOutcome(job_id, chunk_no, False, 0, None, state)
-        claimed = session.execute(
-            text(
-                "INSERT INTO job_chunks (job_id, chunk_no, worker) VALUES (:id, :n, :w) "
-                "ON CONFLICT DO NOTHING RETURNING chunk_no"
-            ),
-            {"id": job_id, "n": chunk_no, "w": worker},
-        ).first()
-        if claimed is None:
-            logger.info("chunk already committed", extra={"job_id": job_id, "chunk": chunk_no})
-            return ChunkOutcome(
-                job_id, chunk_no, False, job.chunks_done, job.chunks_total, job.state
-            )
-        # The job may have been cancelled while we waited on a duplicate's lock.
-        session.refresh(job)
-        if job.state != JobState.RUNNING:
+    with chunks.transaction(conn, statement_timeout_ms=timeout_ms) as session:
+        job = ledger.running_job(session, job_id)
+        if job is None or not chunks.insert_committed(session, job_id, chunk_no, worker):
             session.rollback()
-            return ChunkOutcome(
-                job_id, chunk_no, False, job.chunks_done, job.chunks_total, job.state
-            )
+            return ChunkOutcome(job_id, chunk_no, False, 0, None, ledger.state_of(job_id))
         spec = job.params.get("chunks", [])[chunk_no]
         started = time.perf_counter()
         result = operation.run_chunk(session, job, spec)
         elapsed = time.perf_counter() - started
         c = result.counts
-        session.execute(
-            text(
-                "UPDATE job_chunks SET rows_read = :read, rows_inserted = :inserted, "
-                "rows_updated = :updated, rows_skipped = :skipped, rows_rejected = :rejected, "
-                "elapsed_s = :elapsed WHERE job_id = :id AND chunk_no = :n"
-            ),
-            {
-                "id": job_id,
-                "n": chunk_no,
-                "elapsed": elapsed,
-                "read": c.read,
-                "inserted": c.inserted,
-                "updated": c.updated,
-                "skipped": c.skipped,
-                "rejected": c.rejected,
-            },
-        )
+        chunks.record_counts(session, job_id, chunk_no, c, elapsed)
         ledger.add_rejects(session, job_id, chunk_no, result.rejects)
-        done, total, state = ledger.record_chunk(
+        recorded = ledger.record_chunk(
             session, job_id, c, elapsed if result.batch_s is None else result.batch_s
         )
+        if recorded is None:  # the job stopped while this chunk ran: keep nothing of it
+            session.rollback()
+            return ChunkOutcome(job_id, chunk_no, False, 0, None, ledger.state_of(job_id))
+        done, total, state = recorded
     logger.info(
         "chunk committed",
         extra={"job_id": job_id, "chunk": chunk_no, "rows": c.read, "elapsed_s": round(elapsed, 3)},

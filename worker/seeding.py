@@ -19,7 +19,7 @@ from faker.providers.lorem.en_US import Provider as _Lorem
 from faker.providers.person.en_US import Provider as _Person
 from sqlmodel import Session
 
-from worker import bulkload, ledger
+from worker import bulkload
 from worker.config import get_settings
 from worker.errors import UsageError
 from worker.ledger import ChunkCounts
@@ -95,20 +95,13 @@ class SeedOperation:
     kind = JobKind.SEED.value
 
     def plan(self, session: Session, job: Job) -> list[dict[str, Any]]:
+        """Blocks of users; each chunk inserts its users and then their todos.
+
+        Nothing is written here: the plan is quick whatever ``--users``, and a
+        block of users commits with its todos in one chunk transaction.
+        """
         p = SeedParams(**{k: job.params[k] for k in ("users", "todos_per_user", "random_seed")})
-        users = [user_row(p.random_seed, n) for n in range(p.users)]
-        inserted = sum(
-            bulkload.insert_new(
-                session, "users", bulkload.USER_COLUMNS, ("email",), users[start : start + 50_000]
-            )
-            for start in range(0, len(users), 50_000)
-        )
-        assert job.id is not None
-        counts = ChunkCounts(read=len(users), inserted=inserted, skipped=len(users) - inserted)
-        ledger.add_counts(session, job.id, counts)
-        if p.todos_per_user == 0 or p.users == 0:
-            return []
-        per_chunk = max(1, get_settings().bulkops_chunk_size // p.todos_per_user)
+        per_chunk = max(1, get_settings().bulkops_chunk_size // (p.todos_per_user + 1))
         return [
             {"first_user": lo, "last_user": min(lo + per_chunk, p.users)}
             for lo in range(0, p.users, per_chunk)
@@ -117,17 +110,19 @@ class SeedOperation:
     def run_chunk(self, session: Session, job: Job, spec: dict[str, Any]) -> ChunkResult:
         seed, per_user = int(job.params["random_seed"]), int(job.params["todos_per_user"])
         numbers = range(int(spec["first_user"]), int(spec["last_user"]))
-        emails = {n: user_row(seed, n)[0] for n in numbers}
-        ids = bulkload.owner_ids(session, list(emails.values()))
+        users = [user_row(seed, n) for n in numbers]
+        users_new = bulkload.insert_new(session, "users", bulkload.USER_COLUMNS, ("email",), users)
         rows: list[tuple[Any, ...]] = []
-        for n in numbers:
-            rows.extend(todo_rows(seed, n, per_user, ids[emails[n]]))
-        inserted = bulkload.insert_new(
+        if per_user:
+            emails = {n: email for n, (email, _) in zip(numbers, users, strict=True)}
+            ids = bulkload.owner_ids(session, list(emails.values()))
+            for n in numbers:
+                rows.extend(todo_rows(seed, n, per_user, ids[emails[n]]))
+        todos_new = bulkload.insert_new(
             session, "todos", bulkload.TODO_COLUMNS, ("title", "owner_id"), rows
         )
-        return ChunkResult(
-            ChunkCounts(read=len(rows), inserted=inserted, skipped=len(rows) - inserted)
-        )
+        read, inserted = len(users) + len(rows), users_new + todos_new
+        return ChunkResult(ChunkCounts(read=read, inserted=inserted, skipped=read - inserted))
 
 
 SEED = SeedOperation()

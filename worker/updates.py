@@ -2,7 +2,9 @@
 
 The plan walks the matching ids once in primary-key order and cuts them into
 batches of ``BULKOPS_UPDATE_BATCH_SIZE`` (only the boundaries are kept, so a
-filter matching millions is never held in memory). Each batch is one chunk:
+filter matching millions is never held in memory). An ``--ids-file`` is read
+once into ``job_update_ids`` (this module owns that table's statements) and
+each batch reads its own ids from there. Each batch is one chunk:
 its own short transaction that locks its rows in primary-key order (so two
 jobs touching the same rows wait instead of deadlocking), refuses the
 transitions the rules forbid, and updates the rest in one statement. A
@@ -23,6 +25,7 @@ from sqlmodel import Session
 
 from worker import ledger
 from worker.config import get_settings
+from worker.db import copy_rows
 from worker.errors import UsageError
 from worker.importer import confine
 from worker.ledger import ChunkCounts, RejectedRow
@@ -110,27 +113,99 @@ def _owner_id(session: Session, email: str | None) -> int | None:
     return int(owner)
 
 
-def read_ids_file(path: str) -> tuple[list[tuple[int, int]], list[RejectedRow]]:
-    """(id, line) pairs in file order, and rejects for lines that are not new ids."""
+# Lines of an ids file read, copied and rejected per round trip (bounded memory).
+IDS_BATCH = 10_000
+_ID_COLUMNS = ("job_id", "line", "todo_id")
+
+
+def _ids_line(number: int, raw_bytes: bytes) -> tuple[int | None, RejectedRow | None]:
+    """(the id, None), (None, a reject) or (None, None) for a blank or comment line."""
+    raw = raw_bytes.decode("utf-8", errors="replace").rstrip("\r\n")
+    value = raw.strip().lstrip("\ufeff")
+    if not value or value.startswith("#"):
+        return None, None
+    if not value.isascii() or not value.isdigit() or len(value) > 18:
+        return None, RejectedRow(number, "id", f"not a todo id: {value[:60]!r}", raw)
+    return int(value), None
+
+
+def load_ids_file(session: Session, job_id: int, path: str, batch: int) -> tuple[int, int]:
+    """Read the ids file once into ``job_update_ids``; returns (chunks, lines rejected).
+
+    Ids are cut into chunks of ``batch`` in id order (each chunk locks its rows
+    in that order); a repeated id is a reject ("duplicate of line N"), as are
+    lines that are not ids. Memory stays bounded by IDS_BATCH whatever the file.
+    """
     real, _ = confine(path)
-    pairs: list[tuple[int, int]] = []
+    rows: list[tuple[int, int, int]] = []
     rejects: list[RejectedRow] = []
-    first_line: dict[int, int] = {}
+    rejected = 0
     with real.open("rb") as f:
         for number, raw_bytes in enumerate(f, start=1):
-            raw = raw_bytes.decode("utf-8", errors="replace").rstrip("\r\n")
-            value = raw.strip().lstrip("\ufeff")
-            if not value or value.startswith("#"):
-                continue
-            if not value.isascii() or not value.isdigit() or len(value) > 18:
-                rejects.append(RejectedRow(number, "id", f"not a todo id: {value[:60]!r}", raw))
-            elif int(value) in first_line:
-                reason = f"duplicate of line {first_line[int(value)]}"
-                rejects.append(RejectedRow(number, "id", reason, raw))
-            else:
-                first_line[int(value)] = number
-                pairs.append((int(value), number))
-    return pairs, rejects
+            todo_id, reject = _ids_line(number, raw_bytes)
+            if todo_id is not None:
+                rows.append((job_id, number, todo_id))
+            elif reject is not None:
+                rejects.append(reject)
+            if len(rows) >= IDS_BATCH:
+                copy_rows(session, "job_update_ids", _ID_COLUMNS, rows)
+                rows.clear()
+            if len(rejects) >= IDS_BATCH:
+                ledger.add_rejects(session, job_id, 0, rejects)
+                rejected += len(rejects)
+                rejects.clear()
+    copy_rows(session, "job_update_ids", _ID_COLUMNS, rows)
+    ledger.add_rejects(session, job_id, 0, rejects)
+    rejected += len(rejects)
+    session.execute(
+        text(
+            "UPDATE job_update_ids u SET "
+            "chunk_no = CASE WHEN s.line = s.first THEN CAST((s.rank - 1) / :batch AS int) END, "
+            "dup_of = CASE WHEN s.line <> s.first THEN s.first END "
+            "FROM (SELECT line, min(line) OVER (PARTITION BY todo_id) AS first, "
+            "dense_rank() OVER (ORDER BY todo_id) AS rank "
+            "FROM job_update_ids WHERE job_id = :id) s WHERE u.job_id = :id AND u.line = s.line"
+        ),
+        {"id": job_id, "batch": batch},
+    )
+    after = 0
+    while True:
+        dups = session.execute(
+            text(
+                "SELECT line, todo_id, dup_of FROM job_update_ids WHERE job_id = :id "
+                "AND line > :after AND dup_of IS NOT NULL ORDER BY line LIMIT :n"
+            ),
+            {"id": job_id, "after": after, "n": IDS_BATCH},
+        ).all()
+        if not dups:
+            break
+        ledger.add_rejects(
+            session,
+            job_id,
+            0,
+            [
+                RejectedRow(int(d.line), "id", f"duplicate of line {d.dup_of}", str(d.todo_id))
+                for d in dups
+            ],
+        )
+        rejected += len(dups)
+        after = int(dups[-1].line)
+    chunks = session.execute(
+        text("SELECT coalesce(max(chunk_no) + 1, 0) FROM job_update_ids WHERE job_id = :id"),
+        {"id": job_id},
+    ).scalar_one()
+    return int(chunks), rejected
+
+
+def _chunk_ids(session: Session, job_id: int, chunk_no: int) -> dict[int, int]:
+    """id -> line of one chunk of an ids file."""
+    return {
+        int(r.todo_id): int(r.line)
+        for r in session.execute(
+            text("SELECT todo_id, line FROM job_update_ids WHERE job_id = :id AND chunk_no = :n"),
+            {"id": job_id, "n": chunk_no},
+        )
+    }
 
 
 class UpdateOperation:
@@ -141,21 +216,29 @@ class UpdateOperation:
         p = UpdateParams.from_job(job)
         where, params = _filters(p, _owner_id(session, p.owner_email))
         batch = get_settings().bulkops_update_batch_size
-        if p.dry_run:
-            self._store_breakdown(session, job.id, p, where, params)
+        breakdown = self._breakdown(session, p, where, params) if p.dry_run else None
         if p.ids_file is not None:
-            pairs, rejects = read_ids_file(p.ids_file)
-            ledger.add_rejects(session, job.id, 0, rejects)
-            n = len(rejects)
-            ledger.add_counts(session, job.id, ChunkCounts(read=n, rejected=n))
-            pairs.sort()
-            return [{"ids": pairs[i : i + batch]} for i in range(0, len(pairs), batch)]
+            n, rejected = load_ids_file(session, job.id, p.ids_file, batch)
+            specs: list[dict[str, Any]] = [{"ids_chunk": k} for k in range(n)]
+        else:
+            rejected, specs = 0, self._ranges(session, where, params, batch)
+        # The job row is written last: cancel waits on it only for the commit.
+        if breakdown is not None:
+            ledger.set_param(session, job.id, "dry_run_breakdown", breakdown)
+        if rejected:
+            ledger.add_counts(session, job.id, ChunkCounts(read=rejected, rejected=rejected))
+        return specs
+
+    def _ranges(
+        self, session: Session, where: str, params: dict[str, Any], batch: int
+    ) -> list[dict[str, Any]]:
+        """Keyset ranges of ``batch`` matching ids: only the boundaries are read."""
         bounds = [
             int(r[0])
             for r in session.execute(
                 text(
                     f"SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n "
-                    f"FROM todos WHERE {where}) s WHERE n % :batch = 1 ORDER BY id"
+                    f"FROM todos WHERE {where}) s WHERE (n - 1) % :batch = 0 ORDER BY id"
                 ),
                 {**params, "batch": batch},
             )
@@ -166,9 +249,9 @@ class UpdateOperation:
         ends = [*bounds[1:], int(top) + 1]
         return [{"lo": lo, "hi": hi} for lo, hi in zip(bounds, ends, strict=True)]
 
-    def _store_breakdown(
-        self, session: Session, job_id: int, p: UpdateParams, where: str, params: dict[str, Any]
-    ) -> None:
+    def _breakdown(
+        self, session: Session, p: UpdateParams, where: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
         """For a dry run: per current status, how many rows and what would happen to them."""
         allowed = set(allowed_from(p.to_status))
         breakdown = {}
@@ -183,21 +266,16 @@ class UpdateOperation:
                 else "refused"
             )
             breakdown[str(status)] = {"rows": int(count), "outcome": outcome}
-        session.execute(
-            text(
-                "UPDATE jobs SET params = params || jsonb_build_object('dry_run_breakdown', "
-                "CAST(:b AS jsonb)) WHERE id = :id"
-            ),
-            {"id": job_id, "b": ledger.to_json(breakdown)},
-        )
+        return breakdown
 
     def run_chunk(self, session: Session, job: Job, spec: dict[str, Any]) -> ChunkResult:
         p = UpdateParams.from_job(job)
         where, params = _filters(p, _owner_id(session, p.owner_email))
         session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
         lock = "" if p.dry_run else " FOR UPDATE"
-        if "ids" in spec:
-            line_of = {int(i): int(line) for i, line in spec["ids"]}
+        if "ids_chunk" in spec:
+            assert job.id is not None
+            line_of = _chunk_ids(session, job.id, int(spec["ids_chunk"]))
             found = session.execute(
                 text(
                     f"SELECT id, status, ({where}) AS hit FROM todos "

@@ -175,14 +175,16 @@ def test_cancel_stops_after_current_chunk_and_keeps_committed_rows(
     job_id = client.submit_import("long.csv")
     with worker_proc(bulkops_env, tmp_path / "w", concurrency=1):
         _wait_for(lambda: _chunks_done(job_id) >= 3, what="3 committed chunks")
-        # When the job is cancelled
-        assert client.cancel(job_id) == "cancelled"
-    # Then it stopped early (the chunk in flight may still commit, and counts),
-    # and what committed is in the table and counted
-    summary = client.summary(job_id)
+        # When the job is cancelled while a chunk is in flight
+        assert client.cancel(job_id) in ("cancelling", "cancelled")
+        # Then waiting returns only once that chunk has ended: cancelled, final counts
+        summary = client.wait(job_id, timeout=JOB_TIMEOUT_S)
+        table_at_wait = len(_table())
     assert summary.state == "cancelled"
     assert 3 <= summary.chunks_done < 100
-    assert len(_table()) == summary.rows_inserted == summary.chunks_done * 1000
+    # what committed is in the table and counted, and nothing committed after the wait
+    assert table_at_wait == summary.rows_inserted == summary.chunks_done * 1000
+    assert len(_table()) == client.summary(job_id).rows_inserted == summary.rows_inserted
 
 
 def _pool_children(main_pid: int) -> list[int]:

@@ -151,18 +151,28 @@ def test_job_stuck_queued_is_not_ok() -> None:
     assert jobs.detail == "1 stuck queued, 0 stuck running"
 
 
-def test_job_running_without_heartbeat_is_not_ok() -> None:
+def test_job_whose_planner_died_is_not_ok() -> None:
+    # Given a job claimed for planning whose planner holds no lock (it died)
     job_id = ledger.submit("seed", {}, no_send)
-    with session_scope() as s:
-        assert ledger.claim(s, job_id, 300) is not None
-    with session_scope() as s:
-        s.execute(
-            text("UPDATE jobs SET heartbeat_at = now() - interval '1 hour' WHERE id = :id"),
-            {"id": job_id},
-        )
+    assert ledger.claim(job_id, 3) is not None
     jobs = by_name(health.run_checks())["jobs"]
     assert jobs.ok is False
     assert (jobs.data["stuck_queued"], jobs.data["stuck_running"]) == (0, 1)
+
+
+def test_job_with_a_live_planner_is_ok_however_old_its_heartbeat() -> None:
+    from worker import chunks
+
+    # Given a planner that holds its lock, with a heartbeat an hour old
+    job_id = ledger.submit("seed", {}, no_send)
+    with chunks.holding(job_id, chunks.PLANNER) as conn:
+        assert conn is not None
+        assert ledger.claim(job_id, 3) is not None
+        backdate(job_id, 3600, "heartbeat_at", "updated_at")
+        jobs = by_name(health.run_checks())["jobs"]
+    # Then it is alive, not stuck
+    assert jobs.ok is True, jobs
+    assert (jobs.data["stuck_queued"], jobs.data["stuck_running"]) == (0, 0)
 
 
 def test_exhausted_pool_is_not_ok() -> None:

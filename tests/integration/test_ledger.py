@@ -28,6 +28,7 @@ from worker.runner import ChunkResult
 pytestmark = pytest.mark.usefixtures("bulkops_env")
 
 KIND = "seed"
+MAX_ATTEMPTS = 3
 
 
 class AddUsers:
@@ -43,9 +44,19 @@ class AddUsers:
         self.hold: threading.Event | None = None
         self.entered = threading.Event()
         self.fail_once: set[int] = set()
+        # Set ``plan_hold`` to make plan stop (after writing a user) until it is set.
+        self.plan_hold: threading.Event | None = None
+        self.planning = threading.Event()
 
     def plan(self, session: Session, job: Job) -> list[dict[str, Any]]:
         self.plans += 1
+        if self.plan_hold is not None:
+            session.execute(
+                text("INSERT INTO users (email, name) VALUES (:e, 'planned')"),
+                {"e": f"plan-{job.id}-{self.plans}@example.com"},
+            )
+            self.planning.set()
+            assert self.plan_hold.wait(120), "test never released the plan"
         return [{"n": n} for n in range(self.chunks)]
 
     def run_chunk(self, session: Session, job: Job, spec: dict[str, Any]) -> ChunkResult:
@@ -207,57 +218,178 @@ def test_idempotency_key_of_another_kind_is_a_usage_error() -> None:
     assert scalar("SELECT count(*) FROM jobs") == 1
 
 
+def test_same_key_with_other_parameters_is_refused_naming_the_job() -> None:
+    first = ledger.submit(KIND, {"users": 1}, no_send, key="seed-key")
+    # When the same key comes with other parameters
+    with pytest.raises(UsageError) as info:
+        ledger.submit(KIND, {"users": 2}, no_send, key="seed-key")
+    # Then it is refused, naming the existing job and what differs
+    assert f"job {first}" in info.value.message and "users" in info.value.message
+    # while the same parameters (in any key order) still return the job
+    assert ledger.submit(KIND, {"users": 1}, no_send, key="seed-key") == first
+    assert scalar("SELECT count(*) FROM jobs") == 1
+
+
+def test_second_submit_of_a_key_waits_for_a_failing_send_and_never_gets_a_deleted_id() -> None:
+    sending, fail_now = threading.Event(), threading.Event()
+
+    def failing_send(job_id: int, task_id: str) -> None:
+        sending.set()
+        assert fail_now.wait(120)
+        raise BrokerUnavailable("Redis is down")
+
+    # Given a first submit of key "k" whose send is under way (and will fail)
+    first, first_out = in_thread(lambda: ledger.submit(KIND, {}, failing_send, key="k"))
+    assert sending.wait(120)
+    # When a second submit of the same key comes meanwhile
+    sends: list[int] = []
+    second, second_out = in_thread(
+        lambda: ledger.submit(KIND, {}, lambda j, t: sends.append(j), key="k")
+    )
+    wait_for_lock_waiter(second)
+    assert second.is_alive(), second_out  # it waits for the first one's outcome
+    fail_now.set()
+    first.join(120)
+    second.join(120)
+    # Then the first failed and left no row, and the second got a job that exists and was sent
+    assert isinstance(first_out.get("error"), BrokerUnavailable)
+    job_id = second_out["result"]
+    assert ledger.get_summary(job_id).state == "queued"
+    assert sends == [job_id]
+    assert scalar("SELECT count(*) FROM jobs") == 1
+
+
 # --- claim -------------------------------------------------------------------------
 
 
-def test_claim_succeeds_once() -> None:
+def test_claim_commits_on_its_own_before_the_plan() -> None:
+    # Given a plan that takes long
+    op = AddUsers(chunks=2)
+    op.plan_hold = threading.Event()
     job_id = ledger.submit(KIND, {}, no_send)
-    with session_scope() as s:
-        first = ledger.claim(s, job_id, 300)
-    with session_scope() as s:
-        second = ledger.claim(s, job_id, 300)
-    assert first is not None and first.state == "running" and first.attempts == 1
-    assert first.started_at is not None and first.heartbeat_at is not None
-    assert second is None
-    assert job_row(job_id).attempts == 1
-
-
-def test_concurrent_claims_only_one_wins() -> None:
-    job_id = ledger.submit(KIND, {}, no_send)
-
-    def claim_in_own_transaction() -> bool:
-        with session_scope() as s:
-            return ledger.claim(s, job_id, 300) is not None
-
-    # Given one delivery has claimed the job but not yet committed
-    with session_scope() as s:
-        assert ledger.claim(s, job_id, 300) is not None
-        # When a second delivery claims the same job at the same time
-        thread, out = in_thread(claim_in_own_transaction)
-        wait_for_lock_waiter(thread)
-        assert thread.is_alive(), out  # it waits on the first one's row lock
-    # Then, once the first commits, the second gets nothing
+    thread, out = in_thread(lambda: runner.start_job(job_id, op, lambda j, c: None))
+    assert op.planning.wait(120)
+    # Then, while it plans, the claim is already committed: running, one attempt
+    job = job_row(job_id)
+    assert (job.state, job.attempts, job.chunks_total) == ("running", 1, None)
+    assert job.started_at is not None and job.heartbeat_at is not None
+    # and nothing the plan wrote is visible yet (its own transaction)
+    assert users_count() == 0
+    op.plan_hold.set()
     thread.join(120)
-    assert out == {"result": False}
-    assert job_row(job_id).attempts == 1
+    assert out == {"result": 2}
+    assert users_count() == 1
 
 
-def test_stale_running_job_can_be_claimed_again() -> None:
+def test_second_delivery_while_planning_does_nothing() -> None:
+    op = AddUsers(chunks=2)
+    op.plan_hold = threading.Event()
     job_id = ledger.submit(KIND, {}, no_send)
-    with session_scope() as s:
-        assert ledger.claim(s, job_id, 300) is not None
-    # Given the worker that claimed it stopped beating an hour ago
-    age_heartbeat(job_id, 3600)
-    before = job_row(job_id)
-    # When another delivery claims it
-    with session_scope() as s:
-        again = ledger.claim(s, job_id, 300)
-    # Then it runs again, counted as a second attempt, with a fresh heartbeat
-    assert again is not None
-    assert again.attempts == 2
-    assert before.heartbeat_at is not None and again.heartbeat_at is not None
-    assert again.heartbeat_at > before.heartbeat_at
-    assert again.started_at == before.started_at  # the job's start is kept
+    enqueued: list[tuple[int, int]] = []
+    first, first_out = in_thread(
+        lambda: runner.start_job(job_id, op, lambda j, c: enqueued.append((j, c)))
+    )
+    assert op.planning.wait(120)
+    # When a second delivery of the job arrives while the first plans (alive, holding its lock)
+    assert runner.start_job(job_id, op, lambda j, c: enqueued.append((j, c))) == 0
+    op.plan_hold.set()
+    first.join(120)
+    # Then it planned once, claimed once, and every chunk was sent once
+    assert first_out == {"result": 2}
+    assert op.plans == 1 and job_row(job_id).attempts == 1
+    assert enqueued == [(job_id, 0), (job_id, 1)]
+
+
+def test_cancel_and_recovery_do_not_wait_for_a_long_plan() -> None:
+    from worker.recovery import recover_stuck_jobs
+
+    op = AddUsers(chunks=2)
+    op.plan_hold = threading.Event()
+    job_id = ledger.submit(KIND, {}, no_send)
+    enqueued: list[tuple[int, int]] = []
+    thread, out = in_thread(
+        lambda: runner.start_job(job_id, op, lambda j, c: enqueued.append((j, c)))
+    )
+    assert op.planning.wait(120)
+    age_heartbeat(job_id)
+    # When recovery runs while the plan is long under way (heartbeat an hour old)
+    sent: list[Any] = []
+    report = recover_stuck_jobs(300, MAX_ATTEMPTS, lambda *a: sent.append(a), None)
+    # Then it returns at once and leaves the live planner alone
+    assert (report.resent, report.failed, sent) == ([], [], [])
+    # When the job is cancelled meanwhile, that returns at once too: cancelling
+    assert ledger.cancel(job_id) == "cancelling"
+    assert not ledger.get_summary(job_id).finished
+    op.plan_hold.set()
+    thread.join(120)
+    # Then the plan keeps nothing, no chunk is sent, and the job ends cancelled
+    assert "error" not in out, out
+    assert enqueued == [] and users_count() == 0
+    job = job_row(job_id)
+    assert (job.state, job.chunks_done) == ("cancelled", 0)
+    assert job.finished_at is not None
+
+
+def test_a_planner_that_died_counts_its_attempt_and_a_poison_plan_fails() -> None:
+    op = AddUsers(chunks=2)
+    job_id = ledger.submit(KIND, {}, no_send)
+    # Given planners that died after their claim (claimed, no lock held any more)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        claimed = ledger.claim(job_id, MAX_ATTEMPTS)
+        assert claimed is not None and claimed.attempts == attempt
+    # When the job is delivered once more
+    enqueued: list[tuple[int, int]] = []
+    assert runner.start_job(job_id, op, lambda j, c: enqueued.append((j, c))) == 0
+    # Then it fails, saying why, instead of being planned forever
+    job = job_row(job_id)
+    assert job.state == "failed" and op.plans == 0 and enqueued == []
+    assert job.error is not None and "planned 3 times" in job.error
+
+
+def test_a_plan_that_raises_is_queued_again_without_counting_an_attempt() -> None:
+    class Broken(AddUsers):
+        def plan(self, session: Session, job: Job) -> list[dict[str, Any]]:
+            session.execute(text("INSERT INTO users (email, name) VALUES ('x@example.com', 'x')"))
+            raise BrokerUnavailable("Redis went away")
+
+    job_id = ledger.submit(KIND, {}, no_send)
+    with pytest.raises(BrokerUnavailable):
+        runner.start_job(job_id, Broken(), lambda j, c: None)
+    job = job_row(job_id)
+    assert (job.state, job.attempts, job.chunks_total) == ("queued", 0, None)
+    assert users_count() == 0  # the plan's transaction rolled back
+    # and the next delivery plans it
+    assert runner.start_job(job_id, AddUsers(chunks=2), lambda j, c: None) == 2
+
+
+def test_broker_lost_mid_fan_out_resumes_with_the_stored_plan_and_nothing_doubled() -> None:
+    from kombu.exceptions import OperationalError
+
+    op = AddUsers(chunks=4)
+    job_id = ledger.submit(KIND, {}, no_send)
+    sent: list[int] = []
+
+    def flaky(j: int, c: int) -> None:
+        if c == 2:
+            raise BrokerUnavailable("Redis unreachable") from OperationalError("down")
+        sent.append(c)
+
+    # Given Redis goes away after two chunks were sent
+    with pytest.raises(BrokerUnavailable):
+        runner.start_job(job_id, op, flaky)
+    # Then the job is queued again: a chunk sent before does nothing meanwhile
+    assert job_row(job_id).state == "queued"
+    assert runner.run_chunk(job_id, 0, op).ran is False
+    # When the job is delivered again once Redis is back
+    again: list[int] = []
+    assert runner.start_job(job_id, op, lambda j, c: again.append(c)) == 4
+    # Then the stored plan is reused and every chunk not committed is sent
+    assert op.plans == 1 and sent == [0, 1] and again == [0, 1, 2, 3]
+    for n in again:
+        runner.run_chunk(job_id, n, op)
+    job = job_row(job_id)
+    assert (job.state, job.chunks_done, job.rows_inserted) == ("succeeded", 4, 8)
+    assert users_count() == 8
 
 
 @pytest.mark.parametrize("state", ["succeeded", "failed", "cancelled", "partially_succeeded"])
@@ -265,8 +397,7 @@ def test_finished_job_cannot_be_claimed(state: str) -> None:
     job_id = ledger.submit(KIND, {}, no_send)
     with session_scope() as s:
         s.execute(text("UPDATE jobs SET state = :st WHERE id = :id"), {"st": state, "id": job_id})
-    with session_scope() as s:
-        assert ledger.claim(s, job_id, 0) is None
+    assert ledger.claim(job_id, MAX_ATTEMPTS) is None
     assert job_row(job_id).state == state
 
 
@@ -294,13 +425,16 @@ def test_restarted_job_enqueues_only_the_chunks_not_committed() -> None:
     job_id, _ = started_job(op)
     runner.run_chunk(job_id, 1, op)
     age_heartbeat(job_id)
+    assert runner.start_job(job_id, op, lambda j, c: None) == 0  # a mere duplicate
+    with session_scope() as s:  # recovery found it stuck and re-sent it
+        s.execute(text("UPDATE jobs SET resent_at = now() WHERE id = :id"), {"id": job_id})
     # When the job is started again (recovery re-sent it)
     enqueued: list[tuple[int, int]] = []
     assert runner.start_job(job_id, op, lambda j, c: enqueued.append((j, c))) == 2
     # Then only the missing chunks go out again, and the stored plan is reused
     assert enqueued == [(job_id, 0), (job_id, 2)]
     assert op.plans == 1
-    assert job_row(job_id).attempts == 2
+    assert job_row(job_id).attempts == 1  # resuming a planned job is not a new attempt
 
 
 def test_job_with_no_chunks_finishes_at_start() -> None:
@@ -331,7 +465,7 @@ def test_same_chunk_twice_inserts_and_counts_once() -> None:
     assert scalar("SELECT worker FROM job_chunks WHERE job_id = :id", id=job_id) == "w1"
 
 
-def test_concurrent_duplicate_chunk_waits_then_does_nothing() -> None:
+def test_concurrent_duplicate_chunk_leaves_it_to_the_live_holder() -> None:
     op = AddUsers(chunks=2, per_chunk=3)
     job_id, _ = started_job(op)
     op.hold = threading.Event()
@@ -339,19 +473,15 @@ def test_concurrent_duplicate_chunk_waits_then_does_nothing() -> None:
     first, first_out = in_thread(lambda: runner.run_chunk(job_id, 0, op, worker="a"))
     assert op.entered.wait(120)
     # When a second delivery of chunk 0 runs at the same time
-    second, second_out = in_thread(lambda: runner.run_chunk(job_id, 0, op, worker="b"))
-    wait_for_lock_waiter(second)
-    # Then it waits on the first one's job_chunks row ...
-    assert second.is_alive(), second_out
+    second = runner.run_chunk(job_id, 0, op, worker="b")
+    # Then it sees the live holder (its lock) and does nothing, not even count a start
+    assert second.ran is False
     assert op.calls == [0]
+    assert scalar("SELECT unfinished FROM job_chunk_starts WHERE job_id = :id", id=job_id) == 1
     op.hold.set()
     first.join(120)
-    second.join(120)
-    # ... and, once the first commits, does nothing
-    assert "error" not in first_out and "error" not in second_out, (first_out, second_out)
+    assert "error" not in first_out, first_out
     assert first_out["result"].ran is True
-    assert second_out["result"].ran is False
-    assert op.calls == [0]
     assert users_count() == 3
     job = job_row(job_id)
     assert (job.rows_read, job.rows_inserted, job.chunks_done, job.state) == (3, 3, 1, "running")
@@ -433,6 +563,17 @@ def test_rejects_make_the_job_partially_succeeded(chunk_with_rejects: int) -> No
     assert chunk_nos == [chunk_with_rejects]
 
 
+def test_a_reject_with_lone_surrogates_is_stored() -> None:
+    op = AddUsers(chunks=1)
+    job_id, _ = started_job(op)
+    with session_scope() as s:
+        ledger.add_rejects(
+            s, job_id, 0, [RejectedRow(7, "title", "not storable: '\ud800'", '{"title": "\ud800"}')]
+        )
+    (r,) = ledger.get_rejects(job_id)
+    assert (r.line, r.reason, r.raw) == (7, "not storable: '\ufffd'", '{"title": "\ufffd"}')
+
+
 # --- cancel and fail ---------------------------------------------------------------------
 
 
@@ -463,24 +604,44 @@ def test_cancel_queued_job_means_it_never_starts() -> None:
     assert job_row(job_id).attempts == 0
 
 
-def test_cancel_while_a_chunk_runs_counts_that_chunk() -> None:
+def test_cancel_while_a_chunk_runs_is_cancelling_until_that_chunk_ended() -> None:
     # Given a chunk mid-transaction when the operator cancels
     op = AddUsers(chunks=3, per_chunk=2)
     job_id, _ = started_job(op)
     op.hold = threading.Event()
     thread, out = in_thread(lambda: runner.run_chunk(job_id, 0, op))
     assert op.entered.wait(120)
-    assert ledger.cancel(job_id) == "cancelled"
+    # Then the job is cancelling, not finished, while that chunk is in flight
+    assert ledger.cancel(job_id) == "cancelling"
+    during = ledger.get_summary(job_id)
+    assert (during.state, during.finished, during.finished_at) == ("cancelling", False, None)
+    # and a chunk that starts now does nothing
+    other = AddUsers(chunks=3, per_chunk=2)
+    assert runner.run_chunk(job_id, 1, other).ran is False and other.calls == []
     op.hold.set()
     thread.join(120)
-    # Then that chunk commits and is counted (it stops "after the current chunk"),
+    # When the in-flight chunk commits, it is counted and the job is cancelled,
+    # with final counts that include it
     assert out["result"].ran is True
-    # the job stays cancelled, and the next chunk does nothing
-    op.hold = None
-    assert runner.run_chunk(job_id, 1, op).ran is False
     job = job_row(job_id)
     assert (job.state, job.rows_inserted, job.chunks_done) == ("cancelled", 2, 1)
+    assert job.finished_at is not None
     assert users_count() == 2
+    op.hold = None
+    assert runner.run_chunk(job_id, 2, op).ran is False
+    assert job_row(job_id).rows_inserted == 2
+
+
+def test_chunk_of_a_job_cancelled_before_it_was_in_flight_keeps_nothing() -> None:
+    # Given a job cancelled (no chunk in flight: cancelled at once)
+    op = AddUsers(chunks=2, per_chunk=2)
+    job_id, _ = started_job(op)
+    assert ledger.cancel(job_id) == "cancelled"
+    # When a chunk's transaction reaches its commit anyway
+    with session_scope() as s:
+        assert ledger.record_chunk(s, job_id, ChunkCounts(read=2, inserted=2)) is None
+    # Then the final counts do not change
+    assert (job_row(job_id).rows_inserted, job_row(job_id).chunks_done) == (0, 0)
 
 
 def test_cancel_finished_job_keeps_its_state_and_unknown_job_is_an_error() -> None:

@@ -35,7 +35,12 @@ def test_recovery_task_resends_a_job_whose_message_was_lost(worker: Any) -> None
     backdate(job_id, 3600, "created_at", "updated_at")
     # When beat's recovery task runs
     outcome = app.send_task("tasks.maintenance.recover_stuck_jobs", queue=MAINTENANCE)
-    assert outcome.get(timeout=60) == {"resent": [job_id], "failed": []}
+    assert outcome.get(timeout=60) == {
+        "resent": [job_id],
+        "failed": [],
+        "chunks": [],
+        "cancelled": [],
+    }
     # Then the job is picked up and done, exactly once
     summary = client.wait(job_id, timeout=120)
     assert summary.state == "succeeded", summary.error

@@ -143,6 +143,22 @@ def test_beat_runs_health_and_recovery_on_the_maintenance_queue(conf: Any) -> No
         assert entry["options"]["queue"] == "maintenance"
 
 
+def test_a_dead_workers_chunk_is_sent_again_within_30_s_by_default(conf: Any) -> None:
+    from worker import chunks
+
+    # Given the default settings: a dead backend ends within the client check
+    # interval (its locks with it), and beat's recovery runs every so often
+    recovery = next(
+        e for e in conf.beat_schedule.values() if e["task"].endswith("recover_stuck_jobs")
+    )
+    interval = float(recovery["schedule"])
+    # Then a dead chunk is seen and sent again well inside 30 s (the 300 s stuck
+    # period is for lost messages only), and a redelivery waits that long at most
+    assert interval + chunks.CLIENT_CHECK_INTERVAL_MS / 1000 <= 15
+    assert chunks.CLIENT_CHECK_INTERVAL_MS / 1000 < chunks.HOLDER_GRACE_S < 30
+    assert recovery["options"]["expires"] <= interval
+
+
 def test_registered_tasks_are_namespaced_by_module(config: ModuleType) -> None:
     # Given the real application with its task modules imported
     from worker.app import TASK_MODULES, app

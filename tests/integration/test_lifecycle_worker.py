@@ -1,0 +1,162 @@
+"""Job lifecycle through a real worker thread: fan-out without Redis, batch sizes, ids files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from worker import client, db, ledger, runner
+from worker.config import reset_settings
+from worker.seeding import SEED
+
+
+def _counts() -> tuple[int, int]:
+    with db.session_scope() as s:
+        users = s.execute(text("SELECT count(*) FROM users")).scalar_one()
+        todos = s.execute(text("SELECT count(*) FROM todos")).scalar_one()
+    return int(users), int(todos)
+
+
+def _todos(statuses: list[str]) -> list[int]:
+    with db.session_scope() as s:
+        owner = s.execute(
+            text("INSERT INTO users (email, name) VALUES ('o@example.com', 'o') RETURNING id")
+        ).scalar_one()
+        return [
+            int(
+                s.execute(
+                    text(
+                        "INSERT INTO todos (title, status, owner_id) VALUES (:t, :s, :o) "
+                        "RETURNING id"
+                    ),
+                    {"t": f"todo {i}", "s": st, "o": owner},
+                ).scalar_one()
+            )
+            for i, st in enumerate(statuses)
+        ]
+
+
+def test_redis_lost_while_chunks_fan_out_is_retried_and_nothing_doubles(
+    worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kombu.exceptions import OperationalError
+
+    from tasks.seeding import seed_chunk
+
+    # Given Redis refuses the second and third chunk messages of the fan-out
+    real = seed_chunk.apply_async
+    refused: list[Any] = []
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        chunk_no = kwargs["args"][1]
+        if chunk_no >= 1 and len(refused) < 2:
+            refused.append(chunk_no)
+            raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(seed_chunk, "apply_async", flaky)
+    # When 30 users x 70 todos are seeded (3 chunks at chunk size 1000)
+    summary = client.wait(client.submit_seed(30, 70, 7), timeout=120)
+    # Then the job task retried (a broker error is transient) and finished exactly
+    assert refused == [1, 1]
+    assert summary.state == "succeeded", summary.error
+    assert (summary.rows_read, summary.rows_inserted, summary.rows_skipped) == (2130, 2130, 0)
+    assert summary.chunks_done == summary.chunks_total == 3
+    assert _counts() == (30, 2100)
+
+
+def test_update_batch_size_one_updates_every_row(
+    worker: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given BULKOPS_UPDATE_BATCH_SIZE=1
+    monkeypatch.setenv("BULKOPS_UPDATE_BATCH_SIZE", "1")
+    reset_settings()
+    ids = _todos(["active", "active", "completed"])
+    # When every active todo is completed
+    s = client.wait(client.submit_update_status("completed", ["active"]), timeout=60)
+    # Then each row is its own batch, and both were updated
+    assert s.state == "succeeded", s.error
+    assert (s.chunks_total, s.rows_read, s.rows_updated) == (2, 2, 2)
+    with db.session_scope() as sess:
+        statuses = dict(sess.execute(text("SELECT id, status FROM todos")).all())
+    assert [statuses[i] for i in ids] == ["completed"] * 3
+
+
+def test_ids_file_ids_stay_out_of_the_job_params_and_summary(
+    worker: Any, import_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BULKOPS_UPDATE_BATCH_SIZE", "2")
+    reset_settings()
+    ids = _todos(["active"] * 5)
+    # Given an ids file with every id, a repeated one, a bad line and an unknown id
+    lines = [*map(str, reversed(ids)), str(ids[0]), "x1", "987654321"]
+    (import_root / "ids.txt").write_text("\n".join(lines) + "\n")
+    # When the update runs
+    s = client.wait(client.submit_update_status("completed", ids_file="ids.txt"), timeout=60)
+    # Then every line is accounted for
+    assert (s.rows_read, s.rows_updated, s.rows_rejected) == (8, 5, 3)
+    reasons = {r.line: r.reason for r in client.rejects(s.id)}
+    assert reasons == {
+        6: "duplicate of line 5",
+        7: "not a todo id: 'x1'",
+        8: "no todo with id 987654321",
+    }
+    # and no id is in the job's params or its JSON summary: chunks name their batch only
+    assert s.params["chunks"] == [{"ids_chunk": 0}, {"ids_chunk": 1}, {"ids_chunk": 2}]
+    with db.session_scope() as sess:
+        batches = sess.execute(
+            text(
+                "SELECT chunk_no, array_agg(todo_id ORDER BY todo_id) FROM job_update_ids "
+                "WHERE job_id = :id AND chunk_no IS NOT NULL GROUP BY chunk_no ORDER BY chunk_no"
+            ),
+            {"id": s.id},
+        ).all()
+    assert [list(b[1]) for b in batches] == [[*ids[0:2]], [*ids[2:4]], [ids[4], 987654321]]
+
+
+def test_a_large_ids_file_keeps_the_json_summary_small(worker: Any, import_root: Path) -> None:
+    # Given 3,000 todos and an ids file naming each of them
+    with db.session_scope() as sess:
+        owner = sess.execute(
+            text("INSERT INTO users (email, name) VALUES ('big@example.com', 'b') RETURNING id")
+        ).scalar_one()
+        ids = (
+            sess.execute(
+                text(
+                    "INSERT INTO todos (title, owner_id) SELECT 't' || g, :o "
+                    "FROM generate_series(1, 3000) g RETURNING id"
+                ),
+                {"o": owner},
+            )
+            .scalars()
+            .all()
+        )
+    (import_root / "many.txt").write_text("".join(f"{i}\n" for i in ids))
+    # When the update runs
+    s = client.wait(client.submit_update_status("archived", ids_file="many.txt"), timeout=60)
+    # Then every id was updated, and the summary (what --json prints) holds none of them
+    assert (s.state, s.rows_read, s.rows_updated) == ("succeeded", 3000, 3000)
+    assert len(json.dumps(s.to_dict())) < 2000
+
+
+def test_seed_plan_writes_no_users_each_chunk_seeds_its_own(bulkops_env: Any) -> None:
+    # Given a seed job of 30 users x 70 todos, planned
+    job_id = ledger.submit(
+        "seed", {"users": 30, "todos_per_user": 70, "random_seed": 7}, lambda j, t: None
+    )
+    sent: list[int] = []
+    assert runner.start_job(job_id, SEED, lambda j, c: sent.append(c)) == 3
+    # Then the plan wrote nothing: users come with their todos, chunk by chunk
+    assert _counts() == (0, 0)
+    runner.run_chunk(job_id, 0, SEED)
+    users_after_first, todos_after_first = _counts()
+    assert 0 < users_after_first < 30 and todos_after_first == users_after_first * 70
+    for n in sent[1:]:
+        runner.run_chunk(job_id, n, SEED)
+    s = ledger.get_summary(job_id)
+    assert (s.state, s.rows_read, s.rows_inserted) == ("succeeded", 2130, 2130)
+    assert _counts() == (30, 2100)

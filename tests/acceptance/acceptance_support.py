@@ -119,3 +119,67 @@ def query(env: Mapping[str, str], sql: str, **params: Any) -> Any:
             return conn.execute(text(sql), params).scalar()
     finally:
         engine.dispose()
+
+
+def execute(env: Mapping[str, str], sql: str, **params: Any) -> None:
+    """Run one statement in the test's database and commit it."""
+    engine = create_engine(sqlalchemy_url(env["DATABASE_URL"]), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(sql), params)
+    finally:
+        engine.dispose()
+
+
+def query_rows(env: Mapping[str, str], sql: str, **params: Any) -> list[tuple[Any, ...]]:
+    """Every row of ``sql`` from the test's database, as tuples, on a connection of its own."""
+    engine = create_engine(sqlalchemy_url(env["DATABASE_URL"]), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+class HeldLocks:
+    """Statements run in a transaction left open, so the locks they take stay held.
+
+    Released (rolled back) by :meth:`release` or on leaving the ``with`` block.
+    A test uses it to stop a worker at a chosen statement, deterministically.
+    """
+
+    def __init__(self, env: Mapping[str, str], *statements: str, **params: Any) -> None:
+        self._engine = create_engine(sqlalchemy_url(env["DATABASE_URL"]), poolclass=NullPool)
+        self._conn = self._engine.connect()
+        self._trans = self._conn.begin()
+        for sql in statements:
+            self._conn.execute(text(sql), params)
+
+    def release(self) -> None:
+        if self._trans.is_active:
+            self._trans.rollback()
+            self._conn.close()
+            self._engine.dispose()
+
+    def __enter__(self) -> HeldLocks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_waiters(env: Mapping[str, str], query_like: str, wrote: bool = False) -> int:
+    """Backends of the test's database waiting on a lock in a statement ``ILIKE query_like``.
+
+    With ``wrote``, only those whose transaction has already written something
+    (it has an xid): e.g. a chunk blocked at its last statement, not a reader.
+    """
+    return int(
+        query(
+            env,
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock' AND query ILIKE :like"
+            + (" AND backend_xid IS NOT NULL" if wrote else ""),
+            like=query_like,
+        )
+    )

@@ -175,7 +175,7 @@ def run_schedule(name: str, at: float | None = None) -> dict[str, Any]:
     if entry is None:
         raise RuntimeError(f"no schedule {name!r} in BULKOPS_SCHEDULE ({path})")
     slot = entry.slot(at)
-    job_id = submit_json_or_fail(entry.kind, entry.params, entry.key(slot))
+    job_id = submit_json_or_fail(entry.kind, entry.params_for(slot), entry.key(slot))
     state = ledger.get_summary(job_id).state
     return {"job_id": job_id, "state": state, "schedule": name, "slot": slot}
 

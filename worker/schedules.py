@@ -9,7 +9,7 @@ since the epoch. Two beats, or a beat restarted within a slot, send the task
 again and get the slot's one job back.
 
 Relative times in params (``"created_before": "30d"``) are resolved when the
-slot runs (see :func:`worker.client.resolve_relative`).
+slot runs, from the slot's start (see :meth:`Schedule.params_for`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,20 @@ class Schedule:
 
     def key(self, slot: int) -> str:
         return f"schedule:{self.name}:{slot}"
+
+    def params_for(self, slot: int) -> dict[str, Any]:
+        """The params of one slot: relative times taken from the slot's start.
+
+        So every run of one slot submits the same params (the idempotency key
+        refuses the same key with other params), whenever within it it runs.
+        """
+        from worker.client import resolve_relative
+
+        start = datetime.fromtimestamp(slot * self.every, UTC)
+        return {
+            k: resolve_relative(v, start) if k.endswith("_before") and isinstance(v, str) else v
+            for k, v in self.params.items()
+        }
 
 
 def load(path: Path) -> dict[str, Schedule]:

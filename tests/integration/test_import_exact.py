@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from import_support import Counts, counts, run, seed_users, todos, write
 from sqlalchemy import text
 
@@ -199,3 +200,29 @@ def test_duplicates_across_chunks_as_one_sequential_pass(worker: Any, import_roo
     assert counts(u) == Counts("partially_succeeded", 3000, 2996, 0, 3, 1)
     table = {t: st for t, st, _ in todos()}
     assert table["T0005"] == "completed" and table["T0010"] == "archived"
+
+
+def test_a_file_replaced_after_planning_loads_nothing_new(
+    bulkops_env: dict[str, str], import_root: Path
+) -> None:
+    from worker.importer import IMPORT
+    from worker.models import Job
+    from worker.source import FileChangedError
+
+    # Given a job planned on a file (no worker: the test drives the operation)
+    seed_users(ANN)
+    write(import_root, "r.csv", HEADER + "".join(f"old {i},active,{ANN}\n" for i in range(10)))
+    job_id = client.submit_import("r.csv")
+    with db.session_scope() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        specs = IMPORT.plan(s, job)
+    job.params = {**job.params, "chunks": specs}
+    # When the file is replaced (a new inode) before its chunk runs
+    write(import_root, "new.csv", HEADER + "".join(f"new {i},active,{ANN}\n" for i in range(10)))
+    (import_root / "new.csv").replace(import_root / "r.csv")
+    # Then the chunk refuses it, saying so, and nothing of the new content loads
+    with pytest.raises(FileChangedError, match="changed after the job was planned"):
+        with db.session_scope() as s:
+            IMPORT.run_chunk(s, job, specs[0])
+    assert todos() == []

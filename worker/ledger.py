@@ -36,6 +36,19 @@ SendFn = Callable[[int, str], None]
 PLAN_KEYS = frozenset({"chunks", "dry_run_breakdown"})
 
 
+
+def _comparable(params: dict[str, Any]) -> dict[str, Any]:
+    """What makes two submits with one key the same request.
+
+    The plan's own keys are not part of it, and an uploaded file counts by
+    its content (size, SHA-256), not by where this upload of it was stored.
+    """
+    out = {k: v for k, v in params.items() if k not in PLAN_KEYS}
+    upload = out.get("upload")
+    if isinstance(upload, dict):
+        out["upload"] = {k: upload.get(k) for k in ("size", "sha256")}
+    return out
+
 def submit(kind: str, params: dict[str, Any], send: SendFn, key: str | None = None) -> int:
     """Write the job row, commit, then send its message; returns the job id.
 
@@ -94,10 +107,11 @@ def _submit(kind: str, params: dict[str, Any], send: SendFn, key: str | None) ->
                     f"idempotency key {key!r} already belongs to job {existing.id} "
                     f"of kind {existing.kind}"
                 )
-            submitted = {k: v for k, v in existing.params.items() if k not in PLAN_KEYS}
-            if submitted != wanted:
+            submitted = _comparable(existing.params)
+            if submitted != _comparable(wanted):
+                mine = _comparable(wanted)
                 differ = sorted(
-                    k for k in set(submitted) | set(wanted) if submitted.get(k) != wanted.get(k)
+                    k for k in set(submitted) | set(mine) if submitted.get(k) != mine.get(k)
                 )
                 raise UsageError(
                     f"idempotency key {key!r} already belongs to job {existing.id}, submitted "

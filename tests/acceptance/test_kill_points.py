@@ -447,10 +447,12 @@ def test_postgres_restarted_between_two_jobs(
         log_before = sum(len(p.read_text(errors="replace")) for p in sorted(logs.glob("*.log")))
         job_id = client.submit_import(FILE)
         wait_finished(env, job_id)
+        # (the log is read before the worker is stopped: its shutdown is not the job's)
+        log = "".join(p.read_text(errors="replace") for p in sorted(logs.glob("*.log")))
+        log = log[log_before:]
     # Then the next job ends as an undisturbed run, and no error surfaced: not
     # in the job, not as a retried chunk or an error in the worker's log
     assert_same(outcome(env, job_id), undisturbed)
-    log = "".join(p.read_text(errors="replace") for p in sorted(logs.glob("*.log")))[log_before:]
     problems = [line for line in log.splitlines() if "ERROR/" in line or "retrying" in line]
     assert problems == []
     db.dispose_engine()

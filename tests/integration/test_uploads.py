@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from worker import client, db, parsing, uploads
 from worker.config import reset_settings
-from worker.errors import ImportPathError
+from worker.errors import ImportPathError, UsageError
 
 MIB = 1024 * 1024
 
@@ -160,7 +160,11 @@ def test_open_source_gives_a_path_under_the_root_or_the_upload(
     bulkops_env: dict[str, str], import_root: Path
 ) -> None:
     (import_root / "local.csv").write_bytes(b"title\n")
-    assert uploads.open_source({"path": "local.csv"}) == (import_root / "local.csv").resolve()
+    local = uploads.open_source({"path": "local.csv"})
+    assert (
+        local.relpath == "local.csv"
+        and local.open("rb").read() == (import_root / "local.csv").read_bytes()
+    )
     ref = uploads.store(io.BytesIO(b"title\nx\n"), "up.csv")
     source = uploads.open_source({"path": "upload:up.csv", "upload": ref.to_params()})
     with source.open("rb") as f:
@@ -178,10 +182,13 @@ def test_submit_import_of_a_stream_uploads_it_and_one_key_keeps_one_upload(
     before = _large_objects()
     local = tmp_path / "elsewhere.csv"  # not under the import root
     local.write_bytes(b"title,status,owner_email\n")
-    # When a producer submits a local file and a stream with one key
+    # When a producer submits a local file, the same content again as a stream,
+    # and other content, all with one key
     first = client.submit_import(local, upload=True, key="up-1")
-    again = client.submit_import(io.BytesIO(b"other"), name="x.csv", key="up-1")
-    # Then one job, whose params name the first upload, and the second upload was removed
+    again = client.submit_import(io.BytesIO(local.read_bytes()), name="elsewhere.csv", key="up-1")
+    with pytest.raises(UsageError, match=f"already belongs to job {first}"):
+        client.submit_import(io.BytesIO(b"other"), name="elsewhere.csv", key="up-1")
+    # Then one job, whose params name the first upload, and the later uploads were removed
     assert first == again
     params = client.summary(first).params
     assert params["path"] == "upload:elsewhere.csv"

@@ -134,7 +134,7 @@ def main() -> int:
                       0, lower_is_better=True, unit=""))
     goals.append(goal("worker peak RSS per process (max)", max(j["rss_mb"] for j in jobs), 150,
                       lower_is_better=True, unit=" MB"))
-    goals.append(goal(f"rows/s at {args.linear_rows:,} vs {args.rows:,}", linear, 0.9))
+    goals.append(goal(f"rows/s at {args.linear_rows or '--linear-rows'} vs {args.rows}", linear, 0.9))
     if sp_rates:
         goals.append(goal("1% bad vs per-row savepoints", median(
             [args.rows / j["s"] for j, _ in results["bad"]]) / median(sp_rates), 25))

@@ -349,7 +349,10 @@ def _insert_staged(
         outcome.updated += updated
         outcome.skipped += staged - inserted - updated  # identical rows: left alone
         return
-    match = " AND ".join(f"i.{k} IS NOT DISTINCT FROM s.{k}" for k in spec.key)
+    # ``=``, not IS NOT DISTINCT FROM: it lets PostgreSQL hash the anti-join
+    # (measured: a nested loop over 20k x 20k rows took a minute per chunk).
+    # A NULL in a key never conflicts, and natural keys here are NOT NULL.
+    match = " AND ".join(f"i.{k} = s.{k}" for k in spec.key)
     conflicted = [
         int(r[0])
         for r in session.execute(

@@ -5,32 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from import_support import seed_users, todos
 
-from worker import client, db
-
-
-def _seed_owners(*emails: str) -> None:
-    with db.session_scope() as s:
-        for e in emails:
-            s.execute(text("INSERT INTO users (email, name) VALUES (:e, :e)"), {"e": e})
-
-
-def _todos() -> list[tuple[str, str, str]]:
-    with db.session_scope() as s:
-        return [
-            (r[0], r[1], r[2])
-            for r in s.execute(
-                text(
-                    "SELECT t.title, t.status, u.email FROM todos t JOIN users u "
-                    "ON u.id = t.owner_id ORDER BY t.title, u.email"
-                )
-            )
-        ]
+from worker import client
 
 
 def test_csv_import_with_bad_rows(worker: Any, import_root: Path) -> None:
-    _seed_owners("ann@example.com", "bob@example.com")
+    seed_users("ann@example.com", "bob@example.com")
     (import_root / "todos.csv").write_text(
         "title,status,owner_email\n"
         "Buy milk,active,ann@example.com\n"
@@ -44,7 +25,7 @@ def test_csv_import_with_bad_rows(worker: Any, import_root: Path) -> None:
     s = client.wait(client.submit_import("todos.csv"), timeout=60)
     assert s.state == "partially_succeeded", s.error
     assert (s.rows_read, s.rows_inserted, s.rows_rejected) == (6, 2, 4)
-    assert _todos() == [
+    assert todos() == [
         ("Buy milk", "active", "ann@example.com"),
         ("Walk dog", "in_progress", "bob@example.com"),
     ]
@@ -53,7 +34,7 @@ def test_csv_import_with_bad_rows(worker: Any, import_root: Path) -> None:
 
 
 def test_reimport_modes(worker: Any, import_root: Path) -> None:
-    _seed_owners("ann@example.com")
+    seed_users("ann@example.com")
     path = import_root / "t.csv"
     path.write_text(
         "title,status,owner_email\nA,active,ann@example.com\nB,active,ann@example.com\n"
@@ -69,7 +50,7 @@ def test_reimport_modes(worker: Any, import_root: Path) -> None:
     assert (skip.rows_inserted, skip.rows_skipped, skip.rows_rejected) == (0, 3, 0)
     up = client.wait(client.submit_import("t.csv", mode="upsert"), timeout=60)
     assert (up.rows_inserted, up.rows_updated, up.rows_skipped) == (0, 1, 2)
-    assert _todos() == [
+    assert todos() == [
         ("A", "completed", "ann@example.com"),
         ("B", "active", "ann@example.com"),
         ("C", "active", "ann@example.com"),
@@ -77,10 +58,10 @@ def test_reimport_modes(worker: Any, import_root: Path) -> None:
 
 
 def test_dry_run_commits_nothing(worker: Any, import_root: Path) -> None:
-    _seed_owners("ann@example.com")
+    seed_users("ann@example.com")
     (import_root / "t.csv").write_text(
         "title,status,owner_email\nA,active,ann@example.com\nB,bogus,ann@example.com\n"
     )
     s = client.wait(client.submit_import("t.csv", dry_run=True), timeout=60)
     assert (s.rows_read, s.rows_inserted, s.rows_rejected) == (2, 1, 1)
-    assert _todos() == []
+    assert todos() == []

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # once unchanged for BULKOPS_DROP_SETTLE_S (so a file being written waits).
     bulkops_drop_folder: Path | None = None
     bulkops_drop_settle_s: float = Field(10.0, gt=0)
+    # module:attribute naming the team's declared targets (worker/targets.py);
+    # unset: the built-in todos/users example.
+    bulkops_targets: str | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -129,6 +132,16 @@ def get_settings() -> Settings:
         return Settings()  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError(_explain(exc)) from None
+
+
+class _TargetsSetting(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+    bulkops_targets: str | None = None
+
+
+def targets_reference() -> str | None:
+    """``BULKOPS_TARGETS`` alone: listing targets needs no database or broker URL."""
+    return _TargetsSetting().bulkops_targets or None
 
 
 def reset_settings() -> None:

@@ -438,6 +438,13 @@ def _derive(
             spec = dataclasses.replace(spec, json_shape=shape)
         columns.append(spec)
     status = _status(name, t.status, table) if t.status else None
+    if status is not None:  # a string status column takes only the declared values
+        columns = [
+            dataclasses.replace(c, kind="enum", choices=status.values)
+            if c.table_column == status.column and c.kind == "str"
+            else c
+            for c in columns
+        ]
     names = [c.name for c in columns]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

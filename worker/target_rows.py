@@ -1,0 +1,511 @@
+"""Validation of raw records against a target: typed tuples and per-row errors.
+
+Derived once per target from its :class:`~worker.targets.TargetSpec`: one
+converter function per column (``str -> value``, raising :class:`Invalid` with
+the reason), compiled when the validator is built and then called in a plain
+loop. A row's values come back in ``spec.columns`` order (the file's columns;
+a lookup's file columns hold the parent's key values, resolved later by
+:mod:`worker.lookups`), typed for ``COPY``:
+
+- ``str`` as given (an email stripped and lower-cased), ``int``, ``float``
+  (finite), ``Decimal`` (within precision and scale), ``bool``, ``date``,
+  ``datetime`` (aware, UTC: **a naive value means UTC**), ``UUID``, an
+  Enum's stored value, and JSON as compact JSON text (so COPY stores it as is).
+- An empty value (or a missing column) is *missing*: a constant server default
+  or Python-side default is filled in; a default the database computes
+  (``now()``) stays ``None`` for the loader; a required column is a reject;
+  a nullable one is ``None``.
+
+:class:`PydanticValidator` does the same through one pydantic ``TypeAdapter``
+call per chunk; ``bench/validate.py`` compares the two with the hand-written
+:func:`worker.validation.validate_todos`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import re
+import uuid
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal, NotRequired
+
+from pydantic import AfterValidator, Json, StringConstraints, TypeAdapter, ValidationError
+from pydantic import Field as PField
+from typing_extensions import TypedDict
+
+from worker.errors import InputFormatError
+from worker.parsing import Record
+from worker.targets import INT_RANGES, ColumnSpec, TargetSpec
+from worker.validation import RowError, parse_timestamp
+
+_SPACE = re.compile(r"\s")
+_TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
+_FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
+_MISSING = object()
+
+
+class Invalid(Exception):
+    """A value is refused; ``reason`` says why (with the column's name)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class TypedRow:
+    line: int
+    values: tuple[Any, ...]  # in TargetSpec.columns order
+    raw: str
+
+
+def _show(value: str, limit: int = 60) -> str:
+    return f"'{value}'" if len(value) <= limit else f"'{value[:limit]}…'"
+
+
+def check_header(spec: TargetSpec, header: Sequence[str]) -> None:
+    """Raise InputFormatError naming every missing required and every unknown column.
+
+    Columns whose names start with '_' (a rejects export's ``_line``,
+    ``_error``) are ignored.
+    """
+    present = [n for n in header if not n.startswith("_")]
+    problems = []
+    missing = [n for n in spec.required_columns if n not in present]
+    if missing:
+        problems.append(f"missing required column(s): {', '.join(missing)}")
+    unknown = [n for n in present if n not in spec.file_columns]
+    if unknown:
+        expected = ", ".join(spec.file_columns)
+        problems.append(f"unknown column(s): {', '.join(unknown)} (expected {expected})")
+    if problems:
+        raise InputFormatError("; ".join(problems))
+
+
+# --- converters: one per column, built once ------------------------------------------
+
+
+def _text_converter(c: ColumnSpec) -> Callable[[str], Any]:
+    name, limit = c.name, c.max_length
+
+    if c.email:
+
+        def email(value: str) -> str:
+            text = value.strip().lower()
+            if limit is not None and len(text) > limit:
+                raise Invalid(f"{name} is {len(text)} characters, the limit is {limit}")
+            local, at, domain = text.partition("@")
+            if not (at and local and domain) or "@" in domain or _SPACE.search(text):
+                raise Invalid(f"{name} {_show(value.strip())} is not a valid email address")
+            return text
+
+        return email
+
+    def text(value: str) -> str:
+        if limit is not None and len(value) > limit:
+            raise Invalid(f"{name} is {len(value)} characters, the limit is {limit}")
+        return value
+
+    return text
+
+
+def _int_converter(c: ColumnSpec) -> Callable[[str], Any]:
+    name = c.name
+    low, high = INT_RANGES[c.int_bits or 64]
+
+    def to_int(value: str) -> int:
+        text = value.strip()
+        body = text[1:] if text[:1] in "+-" else text
+        if not (body.isascii() and body.isdigit()):
+            raise Invalid(f"{name} {_show(text)} is not an integer")
+        number = int(text)
+        if not low <= number <= high:
+            raise Invalid(f"{name} {number} is out of range ({low} to {high})")
+        return number
+
+    return to_int
+
+
+def _float_converter(c: ColumnSpec) -> Callable[[str], Any]:
+    name = c.name
+
+    def to_float(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise Invalid(f"{name} {_show(value.strip())} is not a number") from None
+        if not math.isfinite(number):
+            raise Invalid(f"{name} {_show(value.strip())} is not a finite number")
+        return number
+
+    return to_float
+
+
+def _decimal_converter(c: ColumnSpec) -> Callable[[str], Any]:
+    name, precision, scale = c.name, c.precision, c.scale or 0
+
+    def to_decimal(value: str) -> Decimal:
+        text = value.strip()
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            raise Invalid(f"{name} {_show(text)} is not a decimal number") from None
+        if not number.is_finite():
+            raise Invalid(f"{name} {_show(text)} is not a finite number")
+        if precision is None:
+            return number
+        exponent = number.as_tuple().exponent
+        assert isinstance(exponent, int)
+        if -exponent > scale:
+            raise Invalid(f"{name} {_show(text)} has more than {scale} decimal places")
+        if number.adjusted() + 1 > precision - scale:
+            limit = precision - scale
+            raise Invalid(f"{name} {_show(text)} has more than {limit} digits before the point")
+        return number
+
+    return to_decimal
+
+
+def _bool_converter(c: ColumnSpec) -> Callable[[str], Any]:
+    name = c.name
+
+    def to_bool(value: str) -> bool:
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise Invalid(f"{name} {_show(value.strip())} is not a boolean (true/false)")
+
+    return to_bool
+
+
+def _date_converter(c: ColumnSpec) -> Callable[[str], Any]:
+    name = c.name
+
+    def to_date(value: str) -> date:
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            raise Invalid(f"{name} {_show(value.strip())} is not an ISO 8601 date") from None
+
+    return to_date
+
+
+def _datetime_converter(c: ColumnSpec) -> Callable[[str], Any]:
+    name = c.name
+
+    def to_datetime(value: str) -> datetime:
+        try:
+            return parse_timestamp(value)
+        except ValueError:
+            raise Invalid(f"{name} {_show(value.strip())} is not an ISO 8601 timestamp") from None
+
+    return to_datetime
+
+
+def _uuid_converter(c: ColumnSpec) -> Callable[[str], Any]:
+    name = c.name
+
+    def to_uuid(value: str) -> uuid.UUID:
+        try:
+            return uuid.UUID(value.strip())
+        except ValueError:
+            raise Invalid(f"{name} {_show(value.strip())} is not a UUID") from None
+
+    return to_uuid
+
+
+def _enum_converter(c: ColumnSpec) -> Callable[[str], Any]:
+    name, choices = c.name, frozenset(c.choices)
+    folded = {v.lower(): v for v in c.choices}
+    listed = ", ".join(c.choices)
+
+    def to_enum(value: str) -> str:
+        if value in choices:
+            return value
+        found = folded.get(value.strip().lower())
+        if found is None:
+            raise Invalid(f"{name} {_show(value.strip())} is not one of {listed}")
+        return found
+
+    return to_enum
+
+
+def _reject_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not a JSON value (JSON has no NaN/Infinity)")
+
+
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _json_converter(c: ColumnSpec) -> Callable[[str], Any]:
+    """Checked with Python's parser, then kept as given: COPY stores JSON text as is."""
+    name, shape = c.name, c.json_shape
+    want = {"object": dict, "array": list}.get(shape or "")
+    decode = _JSON.decode
+
+    def to_json(value: str) -> str:
+        try:
+            obj = decode(value)
+        except (ValueError, RecursionError) as exc:
+            raise Invalid(f"{name} is not valid JSON: {exc}") from None
+        if want is not None and type(obj) is not want:
+            raise Invalid(f"{name} must be a JSON {shape}")
+        return value
+
+    return to_json
+
+
+_BUILDERS: dict[str, Callable[[ColumnSpec], Callable[[str], Any]]] = {
+    "str": _text_converter,
+    "int": _int_converter,
+    "float": _float_converter,
+    "decimal": _decimal_converter,
+    "bool": _bool_converter,
+    "date": _date_converter,
+    "datetime": _datetime_converter,
+    "uuid": _uuid_converter,
+    "enum": _enum_converter,
+    "json": _json_converter,
+}
+
+
+def converter(c: ColumnSpec) -> Callable[[str], Any]:
+    """``raw text -> typed value`` for one column; raises Invalid."""
+    return _BUILDERS[c.kind](c)
+
+
+def missing_value(c: ColumnSpec) -> Any:
+    """What a missing value becomes: a default, None, or _MISSING for a required column."""
+    if c.server_constant is not None:
+        return converter(c)(c.server_constant)
+    if c.default is not None:
+        if c.kind == "json":
+            return json.dumps(c.default, separators=(",", ":"))
+        return c.default
+    if c.default_factory is not None or c.default_sql is not None or not c.required:
+        return None  # the factory is called per row; the database applies default_sql
+    return _MISSING
+
+
+# Columns whose values repeat within a chunk (emails, a lookup's keys, enums):
+# their conversions are cached per validator.
+_CACHE_SIZE = 1 << 16
+
+
+def compile_column(c: ColumnSpec) -> Callable[[str | None], Any]:
+    """``raw value or None -> typed value``, missing values and NULs included; raises Invalid."""
+    convert = converter(c)
+    if c.email or c.table_column is None or c.kind == "enum":
+        convert = functools.lru_cache(maxsize=_CACHE_SIZE)(convert)
+    name, blank, factory = c.name, missing_value(c), c.default_factory
+    free_text = c.kind == "str" and not c.email  # spaces are a value, unless required
+
+    def missing(value: str | None) -> Any:
+        if factory is not None:
+            return factory()
+        if blank is _MISSING:
+            raise Invalid(f"{name} is {'missing' if value is None else 'empty'}")
+        return blank
+
+    def column(value: str | None) -> Any:
+        if not value:
+            return missing(value)
+        if "\x00" in value:
+            raise Invalid(f"{name} contains a NUL byte")
+        if value.isspace():
+            if not free_text:
+                return missing(value)
+            if blank is _MISSING:
+                raise Invalid(f"{name} is empty")
+        return convert(value)
+
+    return column
+
+
+class RowValidator:
+    """The validator of one target: converters compiled once, then one loop per chunk."""
+
+    def __init__(self, spec: TargetSpec) -> None:
+        self.spec = spec
+        self.columns = tuple((c.name, compile_column(c)) for c in spec.columns)
+        names = spec.file_columns
+        self.key_positions = tuple(names.index(n) for n in spec.key_file_columns)
+
+    def first_error(self, values: dict[str, str]) -> tuple[str, str] | None:
+        """(column, reason) of a row's first invalid value, or None."""
+        for name, column in self.columns:
+            try:
+                column(values.get(name))
+            except Invalid as exc:
+                return name, exc.reason
+        return None
+
+    def key(self, values: tuple[Any, ...]) -> Hashable:
+        return tuple(values[i] for i in self.key_positions)
+
+    def validate(
+        self, records: Iterable[Record], dedupe: bool = True
+    ) -> tuple[list[TypedRow], list[RowError]]:
+        """Typed rows and rejects; with ``dedupe`` a later copy of a natural key is a reject."""
+        rows: list[TypedRow] = []
+        errors: list[RowError] = []
+        first_line: dict[Hashable, int] = {}
+        key_column = self.spec.key_file_columns[0]
+        columns = self.columns
+        positions = self.key_positions
+        for rec in records:
+            values = rec.values
+            if values is None:
+                reason = rec.error or "the record could not be read"
+                errors.append(RowError(rec.line, rec.column, reason, rec.raw))
+                continue
+            get = values.get
+            try:
+                typed = tuple([column(get(name)) for name, column in columns])
+            except Invalid:
+                found = self.first_error(values)
+                assert found is not None
+                errors.append(RowError(rec.line, found[0], found[1], rec.raw))
+                continue
+            if dedupe:
+                k = tuple([typed[i] for i in positions])
+                if k in first_line:
+                    reason = f"duplicate of line {first_line[k]} in this file"
+                    errors.append(RowError(rec.line, key_column, reason, rec.raw))
+                    continue
+                first_line[k] = rec.line
+            rows.append(TypedRow(rec.line, typed, rec.raw))
+        return rows, errors
+
+
+def raw_key_maker(spec: TargetSpec) -> Callable[[Sequence[str]], tuple[Any, ...] | None]:
+    """Raw values of ``spec.key_file_columns`` -> the key a valid row would have (None: invalid).
+
+    For finding duplicates before validation (worker.duplicates): the values are
+    normalised as the validator does (an email lower-cased, ``1.50`` = ``1.5``).
+    """
+    by_name = dict(RowValidator(spec).columns)
+    cols = [by_name[n] for n in spec.key_file_columns]
+
+    def make(parts: Sequence[str]) -> tuple[Any, ...] | None:
+        try:
+            return tuple([c(p) for c, p in zip(cols, parts, strict=True)])
+        except Invalid:
+            return None
+
+    return make
+
+
+# --- the same through pydantic (for comparison: see bench/validate.py) ---------------
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _pydantic_type(c: ColumnSpec) -> Any:
+    if c.kind == "str":
+        base: Any = Annotated[str, StringConstraints(max_length=c.max_length)]
+        if c.email:
+            base = Annotated[
+                str,
+                StringConstraints(strip_whitespace=True, to_lower=True, max_length=c.max_length),
+                AfterValidator(_check_email),
+            ]
+        elif c.required:
+            base = Annotated[base, AfterValidator(_not_blank)]
+        return base
+    if c.kind == "int":
+        low, high = INT_RANGES[c.int_bits or 64]
+        return Annotated[int, PField(ge=low, le=high)]
+    if c.kind == "float":
+        return Annotated[float, PField(allow_inf_nan=False)]
+    if c.kind == "decimal":
+        return Annotated[
+            Decimal,
+            PField(max_digits=c.precision, decimal_places=c.scale, allow_inf_nan=False),
+        ]
+    if c.kind == "datetime":
+        return Annotated[datetime, AfterValidator(_utc)]
+    if c.kind == "enum":
+        return Literal[c.choices]  # type: ignore[valid-type,misc]
+    if c.kind == "json":
+        inner = {"object": dict[str, Any], "array": list[Any]}.get(c.json_shape or "", Any)
+        return Json[inner]  # type: ignore[valid-type,misc]
+    return {"bool": bool, "date": date, "uuid": uuid.UUID}[c.kind]
+
+
+def _check_email(value: str) -> str:
+    local, at, domain = value.partition("@")
+    if not (at and local and domain) or "@" in domain or _SPACE.search(value):
+        raise ValueError("is not a valid email address")
+    return value
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("is empty")
+    return value
+
+
+class PydanticValidator:
+    """One ``TypeAdapter(list[TypedDict])`` call per chunk; the bad rows are taken out and
+    the rest validated again (pydantic returns nothing for a list with an error in it)."""
+
+    def __init__(self, spec: TargetSpec) -> None:
+        self.spec = spec
+        fields = {
+            c.name: _pydantic_type(c) if c.required else NotRequired[_pydantic_type(c) | None]
+            for c in spec.columns
+        }
+        row_type: Any = TypedDict("Row", fields)  # type: ignore[misc]
+        self._adapter = TypeAdapter(list[row_type])
+        self._blank = [(c.name, missing_value(c), c.kind == "json") for c in spec.columns]
+
+    def _typed(self, d: dict[str, Any]) -> tuple[Any, ...]:
+        out = []
+        for name, blank, is_json in self._blank:
+            v = d.get(name)
+            if v is None:
+                out.append(None if blank is _MISSING else blank)
+            elif is_json:
+                out.append(json.dumps(v, ensure_ascii=False, separators=(",", ":")))
+            else:
+                out.append(v)
+        return tuple(out)
+
+    def validate(self, records: Sequence[Record]) -> tuple[list[TypedRow], list[RowError]]:
+        errors: list[RowError] = []
+        good: list[Record] = []
+        for rec in records:
+            if rec.values is None:
+                errors.append(RowError(rec.line, rec.column, rec.error or "unreadable", rec.raw))
+            else:
+                good.append(rec)
+        inputs = [{k: v for k, v in r.values.items() if v != ""} for r in good]  # type: ignore[union-attr]
+        try:
+            parsed = self._adapter.validate_python(inputs)
+        except ValidationError as exc:
+            bad: dict[int, RowError] = {}
+            for e in exc.errors():
+                index = e["loc"][0]
+                assert isinstance(index, int)
+                if index not in bad:
+                    rec = good[index]
+                    column = str(e["loc"][1]) if len(e["loc"]) > 1 else None
+                    bad[index] = RowError(rec.line, column, f"{column}: {e['msg']}", rec.raw)
+            errors.extend(bad[i] for i in sorted(bad))
+            good = [r for i, r in enumerate(good) if i not in bad]
+            parsed = self._adapter.validate_python(
+                [inputs[i] for i in range(len(inputs)) if i not in bad]
+            )
+        dicts: list[Any] = list(parsed)
+        rows = [TypedRow(r.line, self._typed(d), r.raw) for r, d in zip(good, dicts, strict=True)]
+        return rows, errors

@@ -435,7 +435,7 @@ def _pydantic_type(c: ColumnSpec) -> Any:
     if c.kind == "datetime":
         return Annotated[datetime, AfterValidator(_utc)]
     if c.kind == "enum":
-        return Literal[c.choices]  # type: ignore[valid-type,misc]
+        return Literal[c.choices]
     if c.kind == "json":
         inner = {"object": dict[str, Any], "array": list[Any]}.get(c.json_shape or "", Any)
         return Json[inner]  # type: ignore[valid-type,misc]

@@ -347,6 +347,16 @@ def rejects(
             typer.echo(f"{where}: {r.reason}")
 
 
+@app.command("targets")
+def list_targets(as_json: JsonOpt = False) -> None:
+    """List the tables bulkops can import, update and seed (BULKOPS_TARGETS)."""
+    from worker import targets
+
+    with cli_errors():
+        items = targets.view()
+        emit(items) if as_json else typer.echo(targets.render(items))
+
+
 @app.command()
 def migrate() -> None:
     """Upgrade the database schema to the latest migration."""

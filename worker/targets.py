@@ -693,3 +693,90 @@ def registry() -> Registry:
 def get(name: str) -> TargetSpec:
     """The target named ``name``; a UsageError lists the known tables."""
     return registry().get(name)
+
+
+# --- the view (``bulkops targets``) -------------------------------------------------
+
+
+def describe(spec: TargetSpec) -> dict[str, Any]:
+    """One target as JSON: columns (type, limits, required), keys, lookups, status."""
+    columns = []
+    for c in spec.columns:
+        item: dict[str, Any] = {"name": c.name, "type": c.describe(), "required": c.required}
+        item.update(
+            {
+                k: v
+                for k, v in (
+                    ("max_length", c.max_length),
+                    ("precision", c.precision),
+                    ("scale", c.scale),
+                    ("choices", list(c.choices) or None),
+                    (
+                        "default",
+                        c.server_default or (None if c.default is None else repr(c.default)),
+                    ),
+                )
+                if v is not None
+            }
+        )
+        if c.table_column is None:
+            item["lookup"] = next(lk.fk_column for lk in spec.lookups if c.name in lk.file_columns)
+        columns.append(item)
+    status = None
+    if spec.status is not None:
+        status = {
+            "column": spec.status.column,
+            "values": list(spec.status.values),
+            "transitions": {k: sorted(v) for k, v in spec.status.transitions.items()},
+        }
+    return {
+        "name": spec.name,
+        "table": spec.table.name,
+        "columns": columns,
+        "natural_key": list(spec.key),
+        "natural_key_columns": list(spec.key_file_columns),
+        "key_candidates": [list(k) for k in spec.key_candidates],
+        "lookups": [
+            {
+                "column": lk.fk_column,
+                "parent": lk.parent,
+                "parent_column": lk.parent_pk,
+                "by": list(lk.by),
+                "file_columns": list(lk.file_columns),
+                "required": lk.required,
+            }
+            for lk in spec.lookups
+        ],
+        "status": status,
+    }
+
+
+def view() -> list[dict[str, Any]]:
+    return [describe(s) for s in registry().specs.values()]
+
+
+def render(items: Sequence[Mapping[str, Any]]) -> str:
+    """The text of ``bulkops targets``."""
+    lines: list[str] = []
+    for t in items:
+        lines.append(f"{t['name']} (table {t['table']})")
+        for c in t["columns"]:
+            flags = ["required" if c["required"] else "optional"]
+            if "default" in c:
+                flags.append(f"default {c['default']}")
+            if "lookup" in c:
+                flags.append(f"-> {c['lookup']}")
+            lines.append(f"  {c['name']:<20} {c['type']:<22} {', '.join(flags)}")
+        key = ", ".join(t["natural_key_columns"])
+        lines.append(f"  natural key: ({key})  [table: {', '.join(t['natural_key'])}]")
+        for lk in t["lookups"]:
+            lines.append(
+                f"  lookup: {lk['column']} = {lk['parent']}.{lk['parent_column']} by "
+                f"({', '.join(lk['by'])}) from ({', '.join(lk['file_columns'])})"
+            )
+        s = t["status"]
+        if s is not None:
+            moves = "; ".join(f"{k} -> {', '.join(v)}" for k, v in s["transitions"].items())
+            lines.append(f"  status: {s['column']} ({', '.join(s['values'])}): {moves}")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n")

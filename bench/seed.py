@@ -3,8 +3,8 @@
     python bench/seed.py                            # 10,000 users x 100 = 1,000,000 todos, 3 runs
     python bench/seed.py --todos 100000 --runs 1    # smoke run
 
-Baseline: the same users (``worker.seeding.user_row``, COPYed first, not timed) and todos
-(``worker.seeding.todo_rows``, written once to a TSV) loaded with ``psql \\copy`` into a fresh
+Baseline: the same users (``worker.seeding.rows``, COPYed first, not timed) and todos
+(the same generator, written once to a TSV) loaded with ``psql \\copy`` into a fresh
 clone. Worker: a fresh clone, ``celery -A worker worker -c 2``, ``bulkops seed`` submit -> finished
 (users included). Checks: the job succeeded with exact counts; both tables equal COPY's (md5).
 """
@@ -21,14 +21,24 @@ USERS_DIGEST = "SELECT count(*), md5(string_agg(email || E'\\t' || name, E'\\n' 
 
 
 def write_rows(args: argparse.Namespace) -> tuple:
-    from worker.seeding import todo_rows, user_row
+    """The example's rows as the generic seeder makes them (worker.seeding.rows), owner ids 1..N."""
+    from worker.seeding import SeedParams, rows
+    from worker.targets import Registry, builtin_targets
 
+    counts = SeedParams.example(args.users, args.todos_per_user, args.random_seed).counts(
+        Registry(builtin_targets()))
     users, todos = args.work_dir / "seed-users.tsv", args.work_dir / "seed-todos.tsv"
+    step = 10_000
     with users.open("w") as u, todos.open("w") as t:
-        for n in range(args.users):
-            u.write("\t".join(map(harness.tsv, user_row(args.random_seed, n))) + "\n")
-            for row in todo_rows(args.random_seed, n, args.todos_per_user, n + 1):
-                t.write("\t".join(map(harness.tsv, row)) + "\n")
+        for lo in range(0, args.users, step):
+            for row in rows("users", args.random_seed, counts, lo, min(lo + step, args.users)):
+                u.write("\t".join(map(harness.tsv, row)) + "\n")
+        n = args.users * args.todos_per_user
+        for lo in range(0, n, step):
+            for i, (title, status, _, created) in enumerate(
+                    rows("todos", args.random_seed, counts, lo, min(lo + step, n)), start=lo):
+                owner_id = i // args.todos_per_user + 1
+                t.write("\t".join(map(harness.tsv, (title, status, owner_id, created))) + "\n")
     return users, todos
 
 

@@ -30,28 +30,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 def todo_records(n: int, bad: float, seed: int = 1) -> list[Any]:
     from worker.parsing import Record
-    from worker.seeding import todo_rows, user_row
+    from worker.seeding import SeedParams, rows
+    from worker.targets import Registry, builtin_targets
 
     rng = random.Random(seed)
+    counts = SeedParams.example(n // 50 + 1, 50, seed).counts(Registry(builtin_targets()))
     out: list[Any] = []
-    per_user = 50
-    for u in range(n // per_user + 1):
-        email = user_row(seed, u)[0]
-        for title, status, _, created in todo_rows(seed, u, per_user, 0):
-            values = {"title": title, "status": status, "owner_email": email, "created_at": created}
-            if rng.random() < bad:
-                which = len(out) % 4
-                if which == 0:
-                    values["title"] = "x" * 300
-                elif which == 1:
-                    values["status"] = "sleeping"
-                elif which == 2:
-                    values["owner_email"] = "not-an-email"
-                else:
-                    values["created_at"] = "yesterday"
-            out.append(Record(len(out) + 2, values, ",".join(values.values())))
-            if len(out) == n:
-                return out
+    for title, status, email, created in rows("todos", seed, counts, 0, n):
+        values = {"title": title, "status": status, "owner_email": email, "created_at": created.isoformat()}
+        if rng.random() < bad:
+            which = len(out) % 4
+            if which == 0:
+                values["title"] = "x" * 300
+            elif which == 1:
+                values["status"] = "sleeping"
+            elif which == 2:
+                values["owner_email"] = "not-an-email"
+            else:
+                values["created_at"] = "yesterday"
+        out.append(Record(len(out) + 2, values, ",".join(values.values())))
     return out
 
 

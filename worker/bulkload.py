@@ -48,6 +48,7 @@ def insert_new(
     """Insert ``rows`` that do not exist yet (by the ``conflict`` key); returns rows inserted.
 
     Tries a direct COPY first; on a conflict falls back to staging + ON CONFLICT.
+    An empty ``conflict`` skips a row that conflicts with any unique constraint.
     """
     if not rows:
         return 0
@@ -63,7 +64,7 @@ def insert_new(
     result = session.execute(
         text(
             f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {staging} "
-            f"ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
+            f"ON CONFLICT {'(' + ', '.join(conflict) + ')' if conflict else ''} DO NOTHING"
         )
     )
     session.execute(text(f"TRUNCATE {staging}"))

@@ -138,16 +138,22 @@ def finish_job(job_id: int, wait: bool, as_json: bool) -> None:
 
 @app.command()
 def seed(
-    users: Annotated[int, typer.Option(help="Users to create.", min=0)] = 10,
-    todos_per_user: Annotated[int, typer.Option(help="Todos per user.", min=0)] = 5,
+    table: Annotated[str | None, typer.Option(help="Any target (bulkops targets).")] = None,
+    rows: Annotated[
+        int | None, typer.Option(help="Rows of --table (parents: a tenth).", min=0)
+    ] = None,
+    users: Annotated[int | None, typer.Option(help="Example: users (10).", min=0)] = None,
+    todos_per_user: Annotated[
+        int | None, typer.Option(help="Example: todos each (5).", min=0)
+    ] = None,
     random_seed: Annotated[int, typer.Option(help="The same seed gives the same rows.")] = 42,
     key: KeyOpt = None,
     wait: WaitOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Seed users and todos: deterministic, idempotent, loaded with COPY."""
+    """Seed any target, parents first: deterministic, idempotent, loaded with COPY."""
     with cli_errors():
-        job_id = client.submit_seed(users, todos_per_user, random_seed, key)
+        job_id = client.submit_seed(users, todos_per_user, random_seed, key, table, rows)
         finish_job(job_id, wait, as_json)
 
 

@@ -16,14 +16,13 @@ from typing import Any, BinaryIO
 
 from kombu.exceptions import KombuError
 
-from worker import bulkload, ledger, uploads
+from worker import bulkload, ledger, seeding, uploads
 from worker.db import session_scope
 from worker.errors import BrokerUnavailable, ImportPathError, PermanentError, UsageError
 from worker.importer import ImportParams, guess_format
 from worker.ledger import JobSummary, RejectedRow
 from worker.models import JobKind
 from worker.queues import IMPORTS, UPDATES
-from worker.seeding import SeedParams
 from worker.source import confine
 from worker.updates import UpdateParams
 
@@ -52,10 +51,20 @@ def _submit(kind: str, params: dict[str, object], key: str | None) -> int:
 
 
 def submit_seed(
-    users: int = 10, todos_per_user: int = 5, random_seed: int = 42, key: str | None = None
+    users: int | None = None,
+    todos_per_user: int | None = None,
+    random_seed: int = 42,
+    key: str | None = None,
+    table: str | None = None,
+    rows: int | None = None,
+    parent_rows: dict[str, int] | None = None,
 ) -> int:
-    """Queue a seeding job; returns its id."""
-    params = SeedParams(users=users, todos_per_user=todos_per_user, random_seed=random_seed)
+    """Queue a seeding job; returns its id.
+
+    ``table``/``rows`` seed any target (its parents first, ``parent_rows`` per
+    parent); without ``table``, ``users``/``todos_per_user`` seed the example.
+    """
+    params = seeding.seed_params(users, todos_per_user, random_seed, table, rows, parent_rows)
     return _submit(JobKind.SEED, params.to_params(), key)
 
 

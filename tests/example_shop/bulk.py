@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from example_shop.models import TRANSITIONS, Category, Product, Supplier, Warehouse
-
 from worker.targets import Lookup, Status, Target
 
 targets = [

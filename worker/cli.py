@@ -224,6 +224,11 @@ def update_status(
     from_: Annotated[
         list[str] | None, typer.Option("--from", help="Only rows in this status (repeatable).")
     ] = None,
+    table: Annotated[str | None, typer.Option(help="A target with a status (todos).")] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option("--where", help="Only rows with COLUMN=VALUE (a file column; repeatable)."),
+    ] = None,
     owner: Annotated[str | None, typer.Option("--owner", help="Only this owner's todos.")] = None,
     ids_file: Annotated[
         str | None, typer.Option("--ids-file", help="Only these ids (one per line).")
@@ -238,10 +243,13 @@ def update_status(
     wait: WaitOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Change the status of many todos, in short batches, by the transition rules."""
+    """Change the status of many rows of a target, in short batches, by its transition rules."""
     with cli_errors():
+        if any("=" not in w for w in where or ()):
+            fail("--where takes COLUMN=VALUE")
+        pairs = [(w.split("=", 1)[0], w.split("=", 1)[1]) for w in where or ()]
         job_id = client.submit_update_status(
-            to, from_ or (), owner, ids_file, created_before, dry_run, key
+            to, from_ or (), owner, ids_file, created_before, dry_run, key, table, pairs
         )
         finish_job(job_id, wait, as_json)
 

@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 from kombu.exceptions import KombuError
 
-from worker import bulkload, ledger, seeding, uploads
+from worker import ledger, seeding, updates, uploads
 from worker.db import session_scope
 from worker.errors import BrokerUnavailable, ImportPathError, PermanentError, UsageError
 from worker.importer import ImportParams, guess_format
@@ -162,14 +162,19 @@ def submit_update_status(
     created_before: str | None = None,
     dry_run: bool = False,
     key: str | None = None,
+    table: str | None = None,
+    where: dict[str, str] | Sequence[tuple[str, str]] | None = None,
 ) -> int:
-    """Queue a bulk status update; returns the job id.
+    """Queue a bulk status update of any target that declares a status; returns the job id.
 
-    Unknown statuses, a malformed timestamp, an unknown owner or an ids file
-    outside the import root are refused here, before any job exists.
+    ``where`` filters on the target's file columns (``{"category_slug": "home"}``);
+    ``owner_email`` is the example's ``--owner``. Unknown statuses or columns, a
+    malformed timestamp, an unknown parent or an ids file outside the import
+    root are refused here, before any job exists.
     """
     relative = confine(ids_file)[1] if ids_file is not None else None
     created_before = resolve_relative(created_before)
+    pairs = list(where.items()) if isinstance(where, dict) else list(where or ())
     params = UpdateParams(
         to_status=to_status,
         from_statuses=tuple(dict.fromkeys(from_statuses)),
@@ -177,11 +182,12 @@ def submit_update_status(
         ids_file=relative,
         created_before=created_before,
         dry_run=dry_run,
+        table=table or updates.EXAMPLE_TABLE,
+        where=tuple((str(k), str(v)) for k, v in pairs),
     )
-    if params.owner_email is not None:
+    if params.filters():
         with session_scope() as session:
-            if not bulkload.owner_ids(session, [params.owner_email]):
-                raise UsageError(f"--owner {owner_email!r}: no user with that email")
+            updates.check_filters(session, params)
     return _submit(JobKind.UPDATE_STATUS, params.to_params(), key)
 
 

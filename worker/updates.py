@@ -20,18 +20,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Integer, text
 from sqlmodel import Session
 
-from worker import ledger
+from worker import ledger, lookups, targets
 from worker.config import get_settings
 from worker.db import copy_rows
 from worker.errors import UsageError
 from worker.ledger import ChunkCounts, RejectedRow
-from worker.models import STATUSES, TRANSITIONS, Job, JobKind
+from worker.models import Job, JobKind
 from worker.runner import ChunkResult
 from worker.source import confine
+from worker.target_rows import Invalid, converter
+from worker.targets import StatusSpec, TargetSpec
 from worker.validation import parse_timestamp
+
+EXAMPLE_TABLE = "todos"
 
 # A batch waits at most this long for a row lock; then it is retried (retryable).
 LOCK_TIMEOUT = "5s"
@@ -41,30 +45,51 @@ LOCK_TIMEOUT = "5s"
 class UpdateParams:
     to_status: str
     from_statuses: tuple[str, ...] = ()
-    owner_email: str | None = None
+    owner_email: str | None = None  # the example's --owner: where owner_email = this
     ids_file: str | None = None  # relative to the import root
     created_before: str | None = None  # ISO 8601, normalised to UTC
     dry_run: bool = False
+    table: str = EXAMPLE_TABLE
+    # Filters on the target's file columns (its own, or a lookup's: category_slug=home).
+    where: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        spec = self.spec()
         for status in (self.to_status, *self.from_statuses):
-            if status not in STATUSES:
-                raise UsageError(f"unknown status {status!r}: use one of {', '.join(STATUSES)}")
+            if status not in status_of(spec).values:
+                values = ", ".join(status_of(spec).values)
+                raise UsageError(f"unknown status {status!r}: use one of {values}")
         if self.created_before is not None:
+            if "created_at" not in spec.table.c:
+                raise UsageError(f"--created-before: {spec.name} has no created_at column")
             try:
                 parse_timestamp(self.created_before)
             except ValueError:
                 raise UsageError(
                     f"--created-before {self.created_before!r} is not an ISO 8601 timestamp"
                 ) from None
+        if self.ids_file is not None and not isinstance(spec.table.c[spec.pk].type, Integer):
+            raise UsageError(f"--ids-file: {spec.name}'s primary key is not an integer")
+        for name, value in self.filters():
+            _filter_value(spec, name, value)
+
+    def spec(self) -> TargetSpec:
+        return targets.get(self.table)
+
+    def filters(self) -> list[tuple[str, str]]:
+        """Every file-column filter: ``--where`` and the example's ``--owner``."""
+        extra = [("owner_email", self.owner_email)] if self.owner_email is not None else []
+        return [*extra, *self.where]
 
     def to_params(self) -> dict[str, Any]:
         return {
+            "table": self.table,
             "to_status": self.to_status,
             "from_statuses": list(self.from_statuses),
             "owner_email": self.owner_email,
             "ids_file": self.ids_file,
             "created_before": self.created_before,
+            "where": [list(w) for w in self.where],
             "dry_run": self.dry_run,
         }
 
@@ -78,39 +103,89 @@ class UpdateParams:
             ids_file=p.get("ids_file"),
             created_before=p.get("created_before"),
             dry_run=bool(p.get("dry_run")),
+            table=p.get("table") or EXAMPLE_TABLE,
+            where=tuple((str(k), str(v)) for k, v in p.get("where") or ()),
         )
 
 
-def allowed_from(to_status: str) -> list[str]:
-    """Statuses that may move to ``to_status`` under the declared rules."""
-    return [s for s, targets in TRANSITIONS.items() if to_status in targets]
+def status_of(spec: TargetSpec) -> StatusSpec:
+    if spec.status is None:
+        raise UsageError(f"{spec.name} declares no status column: it has no status to update")
+    return spec.status
 
 
-def _filters(p: UpdateParams, owner_id: int | None) -> tuple[str, dict[str, Any]]:
-    """The WHERE clause of the selection; every value is a bound parameter."""
+def allowed_from(to_status: str, table: str = EXAMPLE_TABLE) -> list[str]:
+    """Statuses that may move to ``to_status`` under the target's declared rules."""
+    return status_of(targets.get(table)).allowed_from(to_status)
+
+
+def _filter_value(spec: TargetSpec, name: str, value: str) -> Any:
+    """A filter's value, typed as the column (a UsageError names what is wrong)."""
+    if name not in spec.file_columns:
+        raise UsageError(
+            f"--where {name}: {spec.name} has no such column ({', '.join(spec.file_columns)})"
+        )
+    try:
+        return converter(spec.column(name))(value)
+    except Invalid as exc:
+        raise UsageError(f"--where {name}: {exc.reason}") from None
+
+
+def _cast(spec: TargetSpec, column: str, param: str) -> str:
+    """``:param``, cast to an enum column's type (a text parameter never equals an enum)."""
+    own = next((c for c in spec.columns if c.table_column == column), None)
+    if own is not None and own.kind == "enum" and own.sql_type != "text":
+        return f"CAST(:{param} AS {own.sql_type})"
+    return f":{param}"
+
+
+def _filters(session: Session, p: UpdateParams) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause of the selection; every value is a bound parameter.
+
+    A lookup's filter (``owner_email``) becomes its foreign key = the parent's
+    id, read once here; an unknown parent is a UsageError.
+    """
+    spec = p.spec()
+    status = status_of(spec).column
     clauses: list[str] = ["true"]
     params: dict[str, Any] = {}
     if p.from_statuses:
-        clauses.append("status = ANY(:from_statuses)")
+        own = next(c for c in spec.columns if c.table_column == status)
+        array = (
+            f"CAST(:from_statuses AS {own.sql_type}[])"
+            if own.sql_type != "text"
+            else ":from_statuses"
+        )
+        clauses.append(f"{status} = ANY({array})")
         params["from_statuses"] = list(p.from_statuses)
-    if owner_id is not None:
-        clauses.append("owner_id = :owner_id")
-        params["owner_id"] = owner_id
+    by_lookup: dict[str, dict[str, Any]] = {}
+    for n, (name, raw) in enumerate(p.filters()):
+        value = _filter_value(spec, name, raw)
+        column = spec.column(name)
+        if column.table_column is not None:
+            clauses.append(f"{column.table_column} = {_cast(spec, column.table_column, f'w{n}')}")
+            params[f"w{n}"] = value
+            continue
+        fk_of = next(x.fk_column for x in spec.lookups if name in x.file_columns)
+        by_lookup.setdefault(fk_of, {})[name] = value
+    for fk, given in by_lookup.items():
+        lk = spec.lookup_of(fk)
+        assert lk is not None
+        missing = [c for c in lk.file_columns if c not in given]
+        if missing:
+            raise UsageError(f"--where: give {', '.join(missing)} too (a key of {lk.parent})")
+        key = tuple(given[c] for c in lk.file_columns)
+        found = lookups.parent_ids(session, spec, lk, [key])
+        if key not in found:
+            shown = key[0] if len(key) == 1 else key
+            option = "--owner" if lk.file_columns == ("owner_email",) else "--where"
+            raise UsageError(f"{option} {shown!r}: no {lk.parent} row with that {', '.join(lk.by)}")
+        clauses.append(f"{fk} = :{fk}")
+        params[fk] = found[key]
     if p.created_before:
         clauses.append("created_at < :created_before")
         params["created_before"] = parse_timestamp(p.created_before)
     return " AND ".join(clauses), params
-
-
-def _owner_id(session: Session, email: str | None) -> int | None:
-    if email is None:
-        return None
-    owner = session.execute(
-        text("SELECT id FROM users WHERE email = :e"), {"e": email.strip().lower()}
-    ).scalar()
-    if owner is None:
-        raise UsageError(f"--owner {email!r}: no user with that email")
-    return int(owner)
 
 
 # Lines of an ids file read, copied and rejected per round trip (bounded memory).
@@ -208,20 +283,25 @@ def _chunk_ids(session: Session, job_id: int, chunk_no: int) -> dict[int, int]:
     }
 
 
+def check_filters(session: Session, p: UpdateParams) -> None:
+    """Raise UsageError for a filter naming a parent that does not exist (at submit)."""
+    _filters(session, p)
+
+
 class UpdateOperation:
     kind = JobKind.UPDATE_STATUS.value
 
     def plan(self, session: Session, job: Job) -> list[dict[str, Any]]:
         assert job.id is not None
         p = UpdateParams.from_job(job)
-        where, params = _filters(p, _owner_id(session, p.owner_email))
+        where, params = _filters(session, p)
         batch = get_settings().bulkops_update_batch_size
         breakdown = self._breakdown(session, p, where, params) if p.dry_run else None
         if p.ids_file is not None:
             n, rejected = load_ids_file(session, job.id, p.ids_file, batch)
             specs: list[dict[str, Any]] = [{"ids_chunk": k} for k in range(n)]
         else:
-            rejected, specs = 0, self._ranges(session, where, params, batch)
+            rejected, specs = 0, self._ranges(session, p.spec(), where, params, batch)
         # The job row is written last: cancel waits on it only for the commit.
         if breakdown is not None:
             ledger.set_param(session, job.id, "dry_run_breakdown", breakdown)
@@ -230,22 +310,23 @@ class UpdateOperation:
         return specs
 
     def _ranges(
-        self, session: Session, where: str, params: dict[str, Any], batch: int
+        self, session: Session, spec: TargetSpec, where: str, params: dict[str, Any], batch: int
     ) -> list[dict[str, Any]]:
         """Keyset ranges of ``batch`` matching ids: only the boundaries are read."""
+        t, pk = spec.table.name, spec.pk
         bounds = [
             int(r[0])
             for r in session.execute(
                 text(
-                    f"SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n "
-                    f"FROM todos WHERE {where}) s WHERE (n - 1) % :batch = 0 ORDER BY id"
+                    f"SELECT {pk} FROM (SELECT {pk}, row_number() OVER (ORDER BY {pk}) AS n "
+                    f"FROM {t} WHERE {where}) s WHERE (n - 1) % :batch = 0 ORDER BY {pk}"
                 ),
                 {**params, "batch": batch},
             )
         ]
         if not bounds:
             return []
-        top = session.execute(text(f"SELECT max(id) FROM todos WHERE {where}"), params).scalar_one()
+        top = session.execute(text(f"SELECT max({pk}) FROM {t} WHERE {where}"), params).scalar_one()
         ends = [*bounds[1:], int(top) + 1]
         return [{"lo": lo, "hi": hi} for lo, hi in zip(bounds, ends, strict=True)]
 
@@ -253,10 +334,13 @@ class UpdateOperation:
         self, session: Session, p: UpdateParams, where: str, params: dict[str, Any]
     ) -> dict[str, Any]:
         """For a dry run: per current status, how many rows and what would happen to them."""
-        allowed = set(allowed_from(p.to_status))
+        spec = p.spec()
+        allowed = set(allowed_from(p.to_status, p.table))
+        sc = status_of(spec).column
         breakdown = {}
         for status, count in session.execute(
-            text(f"SELECT status, count(*) FROM todos WHERE {where} GROUP BY status"), params
+            text(f"SELECT {sc}, count(*) FROM {spec.table.name} WHERE {where} GROUP BY {sc}"),
+            params,
         ):
             outcome = (
                 "unchanged"
@@ -270,7 +354,10 @@ class UpdateOperation:
 
     def run_chunk(self, session: Session, job: Job, spec: dict[str, Any]) -> ChunkResult:
         p = UpdateParams.from_job(job)
-        where, params = _filters(p, _owner_id(session, p.owner_email))
+        target = p.spec()
+        t, pk, sc = target.table.name, target.pk, status_of(target).column
+        label = t[:-1] if t.endswith("s") else t
+        where, params = _filters(session, p)
         session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
         lock = "" if p.dry_run else " FOR UPDATE"
         if "ids_chunk" in spec:
@@ -278,8 +365,8 @@ class UpdateOperation:
             line_of = _chunk_ids(session, job.id, int(spec["ids_chunk"]))
             found = session.execute(
                 text(
-                    f"SELECT id, status, ({where}) AS hit FROM todos "
-                    f"WHERE id = ANY(:ids) ORDER BY id{lock}"
+                    f"SELECT {pk} AS id, {sc} AS status, ({where}) AS hit FROM {t} "
+                    f"WHERE {pk} = ANY(:ids) ORDER BY {pk}{lock}"
                 ),
                 {**params, "ids": list(line_of)},
             ).all()
@@ -287,7 +374,7 @@ class UpdateOperation:
             missed = len(found) - len(rows)  # exist, but do not match the filters
             seen = {int(r.id) for r in found}
             rejects = [
-                RejectedRow(line, "id", f"no todo with id {i}", str(i))
+                RejectedRow(line, "id", f"no {label} with id {i}", str(i))
                 for i, line in sorted(line_of.items(), key=lambda x: x[1])
                 if i not in seen
             ]
@@ -295,21 +382,21 @@ class UpdateOperation:
         else:
             found = session.execute(
                 text(
-                    f"SELECT id, status FROM todos WHERE id >= :lo AND id < :hi AND {where} "
-                    f"ORDER BY id{lock}"
+                    f"SELECT {pk} AS id, {sc} AS status FROM {t} "
+                    f"WHERE {pk} >= :lo AND {pk} < :hi AND {where} ORDER BY {pk}{lock}"
                 ),
                 {**params, "lo": spec["lo"], "hi": spec["hi"]},
             ).all()
             rows = [(int(r.id), str(r.status)) for r in found]
             missed, rejects, line_of, read = 0, [], {}, len(rows)
-        allowed = set(allowed_from(p.to_status))
+        allowed = set(allowed_from(p.to_status, p.table))
         change = [i for i, status in rows if status in allowed]
         same = sum(1 for _, status in rows if status == p.to_status)
         rejects += [
             RejectedRow(
                 line_of.get(i),
                 "status",
-                f"todo {i}: {status} -> {p.to_status} is not an allowed transition",
+                f"{label} {i}: {status} -> {p.to_status} is not an allowed transition",
                 str(i),
             )
             for i, status in rows
@@ -317,7 +404,7 @@ class UpdateOperation:
         ]
         if change and not p.dry_run:
             session.execute(
-                text("UPDATE todos SET status = :to WHERE id = ANY(:ids)"),
+                text(f"UPDATE {t} SET {sc} = {_cast(target, sc, 'to')} WHERE {pk} = ANY(:ids)"),
                 {"to": p.to_status, "ids": change},
             )
         counts = ChunkCounts(

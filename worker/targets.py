@@ -294,7 +294,8 @@ def _staging_type(column: SAColumn[Any]) -> str:
         t = t.impl_instance
     if isinstance(t, String) and not isinstance(t, SAEnum):
         return "text"
-    return str(column.type.compile(dialect=_PG)).lower()
+    compiled = str(column.type.compile(dialect=_PG)).lower()
+    return {"timestamp with time zone": "timestamptz"}.get(compiled, compiled)
 
 
 def _kind(column: SAColumn[Any]) -> dict[str, Any]:

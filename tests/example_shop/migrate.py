@@ -9,7 +9,9 @@ from alembic.config import Config
 
 from worker.config import sqlalchemy_url
 
-VERSION_TABLE = "shop_alembic_version"
+# Alembic's default, as an application has it: bulkops keeps its own revision in
+# bulkops_alembic_version, so the two never meet.
+VERSION_TABLE = "alembic_version"
 HERE = Path(__file__).resolve().parent
 
 

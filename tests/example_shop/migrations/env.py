@@ -1,4 +1,4 @@
-"""The shop's Alembic environment: its own metadata and its own version table."""
+"""The shop's Alembic environment: its own metadata, Alembic's default version table."""
 
 from __future__ import annotations
 

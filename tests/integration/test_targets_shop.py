@@ -247,3 +247,33 @@ def test_cli_targets_lists_the_shop(shop: dict[str, str]) -> None:
     assert products["natural_key_columns"] == ["supplier", "ref"]
     assert {c["name"]: c["type"] for c in products["columns"]}["price"] == "decimal(10,2)"
     assert products["status"]["transitions"]["active"] == ["discontinued"]
+
+
+def test_cli_seed_and_update_status_take_the_table(shop_worker: Any, shop: dict[str, str]) -> None:
+    env = {**shop, "PYTHONPATH": str(TESTS)}
+
+    def cli(*argv: str) -> dict[str, Any]:
+        out = subprocess.run(
+            [sys.executable, "-m", "worker.cli", *argv, "--wait", "--json"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr
+        result: dict[str, Any] = json.loads(out.stdout)
+        return result
+
+    seeded = cli("seed", "--table", "products", "--rows", "50", "--random-seed", "9")
+    assert (seeded["state"], seeded["rows_inserted"]) == ("succeeded", 50 + 3 * 5)
+    drafts = _status_counts().get("draft", 0)
+    updated = cli("update-status", "--table", "products", "--to", "active", "--from", "draft")
+    assert (updated["rows_read"], updated["rows_updated"]) == (drafts, drafts)
+    assert _status_counts().get("draft", 0) == 0
+    bad = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "update-status", "--table", "products", "--to", "x"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "unknown status 'x'" in bad.stderr

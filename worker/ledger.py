@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlmodel import Session, select
 
 from worker import chunks
@@ -425,6 +425,19 @@ def list_jobs(limit: int = 20, state: str | None = None) -> list[JobSummary]:
                 raise UsageError(f"unknown job state {state!r}")
             query = query.where(Job.state == state)
         return [summarize(job) for job in session.exec(query).all()]
+
+
+def upload_params(conn: Connection) -> list[dict[str, Any]]:
+    """Every job's upload reference (``bulkops reset``: the large objects the jobs own).
+
+    Nothing when the ledger has no table yet (a database never migrated).
+    """
+    if conn.execute(text("SELECT to_regclass('jobs')")).scalar() is None:
+        return []
+    rows = conn.execute(
+        text("SELECT params -> 'upload' FROM jobs WHERE params -> 'upload' IS NOT NULL")
+    )
+    return [r[0] for r in rows if isinstance(r[0], dict)]
 
 
 def celery_task_id(job_id: int) -> str | None:

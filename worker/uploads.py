@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass
 from typing import IO, Any, BinaryIO, Protocol
 
 import psycopg2
-from sqlalchemy import text
+from sqlalchemy import Connection, text
+from sqlmodel import Session
 
 from worker.config import get_settings
 from worker.db import get_engine, session_scope, translated
@@ -123,12 +124,15 @@ def discard(ref: UploadRef | dict[str, Any]) -> bool:
     """Remove an upload's data; False if it was already gone. Safe to call twice."""
     oid = ref.oid if isinstance(ref, UploadRef) else UploadRef.from_params(ref).oid
     with session_scope() as session:
-        removed = session.execute(
-            text(
-                "SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = CAST(:oid AS oid)"
-            ),
-            {"oid": oid},
-        ).first()
+        return unlink(session, oid)
+
+
+def unlink(conn: Connection | Session, oid: int) -> bool:
+    """Remove a large object inside the caller's transaction; False if it was already gone."""
+    removed = conn.execute(
+        text("SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = CAST(:oid AS oid)"),
+        {"oid": oid},
+    ).first()
     return removed is not None
 
 

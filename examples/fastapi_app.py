@@ -89,8 +89,7 @@ async def job_summary(job_id: int, session: Session) -> dict[str, Any]:
 @router.get("/{job_id}/rejects")
 async def job_rejects(job_id: int, session: Session) -> Response:
     """The rejects as a file to fix and import again (two queries, whatever their number)."""
-    summary = await aclient.summary(job_id, session=session)
-    rows = await aclient.rejects(job_id, session=session)
+    summary, rows = await aclient.summary_and_rejects(job_id, session=session)
     out = io.StringIO(newline="")
     write_export(summary, rows, out)
     fmt = export_format(summary)

@@ -295,6 +295,13 @@ async def rejects(
     return await _run(ledger.read_rejects, job_id, limit, session=session)
 
 
+async def summary_and_rejects(
+    job_id: int, limit: int | None = None, session: AsyncSession | None = None
+) -> tuple[JobSummary, list[RejectedRow]]:
+    """The summary and the rejected rows together: two queries (e.g. for an export)."""
+    return await _run(ledger.read_job_and_rejects, job_id, limit, session=session)
+
+
 async def jobs(
     limit: int = 20, state: str | None = None, session: AsyncSession | None = None
 ) -> list[JobSummary]:

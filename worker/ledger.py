@@ -36,7 +36,6 @@ SendFn = Callable[[int, str], None]
 PLAN_KEYS = frozenset({"chunks", "dry_run_breakdown"})
 
 
-
 def _comparable(params: dict[str, Any]) -> dict[str, Any]:
     """What makes two submits with one key the same request.
 
@@ -48,6 +47,7 @@ def _comparable(params: dict[str, Any]) -> dict[str, Any]:
     if isinstance(upload, dict):
         out["upload"] = {k: upload.get(k) for k in ("size", "sha256")}
     return out
+
 
 def submit(kind: str, params: dict[str, Any], send: SendFn, key: str | None = None) -> int:
     """Write the job row, commit, then send its message; returns the job id.
@@ -138,8 +138,7 @@ def insert_job(
     ).one()
     if existing.kind != kind:
         raise UsageError(
-            f"idempotency key {key!r} already belongs to job {existing.id} "
-            f"of kind {existing.kind}"
+            f"idempotency key {key!r} already belongs to job {existing.id} of kind {existing.kind}"
         )
     submitted = _comparable(existing.params)
     if submitted != _comparable(wanted):
@@ -505,10 +504,19 @@ def read_rejects(session: Session, job_id: int, limit: int | None = None) -> lis
     """Two queries whatever the count: the job (does it exist?), then its rejects in line order."""
     if session.get(Job, job_id) is None:
         raise JobNotFound(f"no job with id {job_id}")
+    return _rejects_of(session, job_id, limit)
+
+
+def read_job_and_rejects(
+    session: Session, job_id: int, limit: int | None = None
+) -> tuple[JobSummary, list[RejectedRow]]:
+    """A job's summary and its rejects: two queries, whatever their number."""
+    return read_summary(session, job_id), _rejects_of(session, job_id, limit)
+
+
+def _rejects_of(session: Session, job_id: int, limit: int | None) -> list[RejectedRow]:
     query = (
-        select(JobReject)
-        .where(JobReject.job_id == job_id)
-        .order_by(JobReject.line, JobReject.id)  # type: ignore[arg-type]
+        select(JobReject).where(JobReject.job_id == job_id).order_by(JobReject.line, JobReject.id)  # type: ignore[arg-type]
     )
     if limit is not None:
         query = query.limit(limit)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from worker import ledger
+from worker.db import session_scope
 from worker.ledger import JobSummary, RejectedRow
 
 EXTRA_COLUMNS = ("_line", "_error")
@@ -70,8 +71,9 @@ def write_jsonl(rejects: list[RejectedRow], out: Path | TextIO) -> None:
 
 def export_rejects(job_id: int, out: Path) -> int:
     """Write the job's rejects to ``out``; returns how many."""
-    rejects = ledger.get_rejects(job_id)
-    write_export(ledger.get_summary(job_id), rejects, out)
+    with session_scope() as session:
+        summary, rejects = ledger.read_job_and_rejects(session, job_id)
+    write_export(summary, rejects, out)
     return len(rejects)
 
 

@@ -305,9 +305,14 @@ _SETTLE = f"""
 def settle_cancel(job_id: int) -> str:
     """A cancelling job with nothing in flight any more becomes ``cancelled``; its state."""
     with session_scope() as session:
-        row = session.execute(
-            text(_SETTLE + " AND j.id = :id RETURNING j.state"), {"id": job_id, **STATES}
-        ).first()
+        return settle_cancel_in(session, job_id)
+
+
+def settle_cancel_in(session: Session, job_id: int) -> str:
+    """:func:`settle_cancel` in the caller's transaction (worker.aclient)."""
+    row = session.execute(
+        text(_SETTLE + " AND j.id = :id RETURNING j.state"), {"id": job_id, **STATES}
+    ).first()
     return str(row.state) if row else ""
 
 

@@ -360,6 +360,20 @@ def migrate() -> None:
 
 
 @app.command()
+def reset(
+    seed: Annotated[bool, typer.Option("--seed", help="Then seed 10 users x 5 todos.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Skip typing the database name (needs BULKOPS_ENV).")
+    ] = False,
+) -> None:
+    """Drop bulkops's tables and migrate again: development only (BULKOPS_ENV=development)."""
+    from worker import reset as resetting
+
+    with cli_errors():
+        typer.echo(resetting.run(seed, yes))
+
+
+@app.command()
 def demo(
     users: Annotated[int, typer.Option(help="Users to seed.", min=1)] = 200,
     todos_per_user: Annotated[int, typer.Option(help="Todos per user.", min=1)] = 50,

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # once unchanged for BULKOPS_DROP_SETTLE_S (so a file being written waits).
     bulkops_drop_folder: Path | None = None
     bulkops_drop_settle_s: float = Field(10.0, gt=0)
+    # "development" marks a database that `bulkops reset` may drop and rebuild;
+    # anything else (the default: unset) makes reset refuse.
+    bulkops_env: str = ""
 
     @field_validator("database_url")
     @classmethod

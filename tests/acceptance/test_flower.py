@@ -17,8 +17,8 @@ from sqlalchemy import create_engine, text
 
 from worker import client, db
 from worker.config import sqlalchemy_url
-from worker.demo import background, celery_command, worker_command
 from worker.embedded import free_port
+from worker.supervisor import background, celery_command, worker_command
 
 AUTH = "operator:s3cret-pw"
 DB_PASSWORD = "pg-pass-77f1"

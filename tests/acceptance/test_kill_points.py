@@ -51,9 +51,9 @@ from test_redis_restart import (  # noqa: F401  (fixtures)
 
 from worker import client, db, migrate
 from worker.config import reset_settings
-from worker.demo import background, celery_command, worker_command
 from worker.models import FINISHED_STATES
 from worker.queues import QUEUES
+from worker.supervisor import background, celery_command, worker_command
 
 ROWS = 3_000
 CHUNK_SIZE = 500

@@ -427,6 +427,18 @@ def list_jobs(limit: int = 20, state: str | None = None) -> list[JobSummary]:
         return [summarize(job) for job in session.exec(query).all()]
 
 
+def jobs_in(states: Sequence[str], limit: int = 20) -> list[JobSummary]:
+    """The newest jobs in any of ``states`` (e.g. queued and running, for ``jobs --watch``)."""
+    with session_scope() as session:
+        query = (
+            select(Job)
+            .where(Job.state.in_(list(states)))  # type: ignore[attr-defined]
+            .order_by(Job.id.desc())  # type: ignore[union-attr]
+            .limit(limit)
+        )
+        return [summarize(job) for job in session.exec(query).all()]
+
+
 def celery_task_id(job_id: int) -> str | None:
     with session_scope() as session:
         return session.execute(

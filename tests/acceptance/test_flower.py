@@ -82,6 +82,10 @@ class Flower:
             f"job {job_id}'s task in {state}",
         )
 
+    def progress(self, job_id: int) -> dict[str, Any]:
+        """What the job's task in PROGRESS shows: its result, a JSON object."""
+        return json.loads(self.job_task(job_id, "PROGRESS")["result"])  # type: ignore[no-any-return]
+
 
 @contextlib.contextmanager
 def flower_and_worker(env: dict[str, str], tmp_path: Path) -> Iterator[Flower]:
@@ -154,10 +158,7 @@ def test_a_running_job_is_progress_in_flower_then_its_summary(
             job_task = flower.job_task(job_id, "PROGRESS")
             ledger = _job_json(env, job_id)
             shown = _poll(
-                lambda: (p := json.loads(flower.job_task(job_id, "PROGRESS")["result"]))[
-                    "chunks_done"
-                ]
-                >= ledger["chunks_done"] - 1
+                lambda: (p := flower.progress(job_id))["chunks_done"] >= ledger["chunks_done"] - 1
                 and p,
                 JOB_TIMEOUT_S,
                 "the job's progress",
@@ -226,8 +227,7 @@ def test_a_finished_job_is_its_end_in_flower(
             cancel = run_bulkops(env, "cancel", str(job_id))
             assert cancel.returncode == 0 and "cancelling" in cancel.stdout, describe(cancel)
             _poll(
-                lambda: json.loads(flower.job_task(job_id, "PROGRESS")["result"])["job_state"]
-                == "cancelling",
+                lambda: flower.progress(job_id)["job_state"] == "cancelling",
                 JOB_TIMEOUT_S,
                 "the job cancelling in Flower",
             )

@@ -80,8 +80,16 @@ def start(task: Task, job_id: int, operation: runner.Operation, chunk_task: Task
         send_chunk(chunk_task, jid, chunk_no)
 
     # The job task sends no events of its own (send_events=False, see
-    # worker.taskevents): it is STARTED now and, when it stops, whatever the job is.
+    # worker.taskevents): it is RECEIVED and STARTED now and, when it stops,
+    # whatever the job is.
     with contextlib.suppress(Exception):
+        task.send_event(
+            "task-received",
+            name=task.name,
+            args=repr([job_id]),
+            kwargs="{}",
+            retries=task.request.retries,
+        )
         task.send_event("task-started", job_id=job_id)
     try:
         with job_errors(task, job_id):

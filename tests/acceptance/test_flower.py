@@ -165,6 +165,8 @@ def test_a_running_job_is_progress_in_flower_then_its_summary(
             )
             assert job_task["name"] == "tasks.imports.run_import"
             assert job_task["args"] == f"[{job_id}]"
+            assert job_task["received"] and job_task["started"]
+            assert job_task["worker"].startswith("flower-")  # the worker that took it
             assert shown["job_id"] == job_id and shown["job_state"] == "running"
             assert shown["chunks_total"] == ledger["chunks_total"] == 4
             assert abs(shown["chunks_done"] - ledger["chunks_done"]) <= 1

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -256,6 +256,24 @@ def pending(job_id: int, total: int) -> list[int]:
                 {"id": job_id, "total": total},
             )
         ]
+
+
+def workers_of(job_ids: Sequence[int]) -> dict[int, list[str]]:
+    """The workers (Celery node names) that committed chunks of each job, by name."""
+    if not job_ids:
+        return {}
+    with session_scope() as session:
+        rows = session.execute(
+            text(
+                "SELECT DISTINCT job_id, worker FROM job_chunks "
+                "WHERE job_id = ANY(:ids) AND worker IS NOT NULL ORDER BY job_id, worker"
+            ),
+            {"ids": list(job_ids)},
+        ).all()
+    found: dict[int, list[str]] = {}
+    for row in rows:
+        found.setdefault(int(row.job_id), []).append(str(row.worker))
+    return found
 
 
 # --- dead chunks (recovery) ---------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -242,9 +243,19 @@ def list_jobs(
     limit: Annotated[int, typer.Option(help="How many, newest first.", min=1)] = 20,
     state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
     as_json: JsonOpt = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="A live table of queued and running jobs (Ctrl-C).")
+    ] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="With --watch: one frame, then exit.")
+    ] = False,
 ) -> None:
-    """List recent jobs."""
+    """List recent jobs; --watch shows queued and running ones live."""
     with cli_errors():
+        if watch or once:
+            from worker import watch as view
+
+            raise typer.Exit(view.run(Console(), limit=limit, once=once))
         found = client.jobs(limit, state)
         if as_json:
             emit([s.to_dict() for s in found])

@@ -309,7 +309,11 @@ def rejects(job_id: int, limit: int | None = None) -> list[RejectedRow]:
 
 
 def cancel(job_id: int) -> str:
-    return ledger.cancel(job_id)
+    from worker import taskevents
+
+    state = ledger.cancel(job_id)
+    taskevents.send_job_state(job_id)  # Flower: CANCELLED now, or PROGRESS (cancelling)
+    return state
 
 
 def jobs(limit: int = 20, state: str | None = None) -> list[JobSummary]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -486,6 +486,57 @@ def upload_params(conn: Connection) -> list[dict[str, Any]]:
         text("SELECT params -> 'upload' FROM jobs WHERE params -> 'upload' IS NOT NULL")
     )
     return [r[0] for r in rows if isinstance(r[0], dict)]
+
+
+def jobs_in(states: Sequence[str], limit: int = 20) -> list[JobSummary]:
+    """The newest jobs in any of ``states`` (e.g. queued and running, for ``jobs --watch``)."""
+    with session_scope() as session:
+        query = (
+            select(Job)
+            .where(Job.state.in_(list(states)))  # type: ignore[attr-defined]
+            .order_by(Job.id.desc())  # type: ignore[union-attr]
+            .limit(limit)
+        )
+        return [summarize(job) for job in session.exec(query).all()]
+
+
+# Outcomes of input rows, as counted on the job row (``rows_<outcome>``).
+ROW_OUTCOMES = ("read", "inserted", "updated", "skipped", "rejected")
+
+
+@dataclass(frozen=True)
+class LedgerTotals:
+    """Counters summed over every job in the ledger, for the metrics exporter.
+
+    Each only grows while jobs are kept (a chunk's counts are added once, and
+    a final state never changes them), so Prometheus can take its ``rate()``.
+    """
+
+    rows: dict[tuple[str, str], int]  # (kind, outcome) -> rows
+    chunks: dict[str, int]  # kind -> chunks committed
+    jobs: dict[tuple[str, str], int]  # (kind, state) -> jobs
+
+
+def totals() -> LedgerTotals:
+    """Rows by kind and outcome, chunks by kind, jobs by kind and state (one scan of jobs)."""
+    sums = ", ".join(f"coalesce(sum(rows_{o}), 0) AS {o}" for o in ROW_OUTCOMES)
+    with session_scope() as session:
+        result = session.execute(
+            text(
+                f"SELECT kind, state, count(*) AS n, coalesce(sum(chunks_done), 0) AS chunks, "
+                f"{sums} FROM jobs GROUP BY kind, state ORDER BY kind, state"
+            )
+        ).all()
+    rows: dict[tuple[str, str], int] = {}
+    chunks_done: dict[str, int] = {}
+    jobs: dict[tuple[str, str], int] = {}
+    for r in result:
+        kind = str(r.kind)
+        jobs[(kind, str(r.state))] = int(r.n)
+        chunks_done[kind] = chunks_done.get(kind, 0) + int(r.chunks)
+        for outcome in ROW_OUTCOMES:
+            rows[(kind, outcome)] = rows.get((kind, outcome), 0) + int(getattr(r, outcome))
+    return LedgerTotals(rows, chunks_done, jobs)
 
 
 def celery_task_id(job_id: int) -> str | None:

@@ -28,7 +28,9 @@ def task_at(retries: int) -> Any:
 @pytest.fixture
 def failed(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, str]]:
     calls: list[tuple[int, str]] = []
-    monkeypatch.setattr(jobs.ledger, "fail", lambda job_id, error: calls.append((job_id, str(error))))
+    monkeypatch.setattr(
+        jobs.ledger, "fail", lambda job_id, error: calls.append((job_id, str(error)))
+    )
     return calls
 
 

@@ -14,7 +14,11 @@ from worker.importer import IMPORT
 logger = get_task_logger(__name__)
 
 
-@app.task(name="tasks.imports.run_import", bind=True, max_retries=jobs.MAX_RETRIES)
+# send_events=False: Celery would show it SUCCESS once the chunks are sent;
+# the job's state is sent for it instead (worker.taskevents).
+@app.task(
+    name="tasks.imports.run_import", bind=True, max_retries=jobs.MAX_RETRIES, send_events=False
+)
 def run_import(self: Task, job_id: int) -> None:
     jobs.start(self, job_id, IMPORT, import_chunk)
 

@@ -17,7 +17,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
 from kombu.exceptions import KombuError
 
-from worker import ledger, runner, uploads
+from worker import ledger, runner, taskevents, uploads
 from worker.errors import BrokerUnavailable, BulkopsError, RetryableError
 from worker.models import JobState
 
@@ -58,7 +58,9 @@ def job_errors(task: Task, job_id: int) -> Iterator[None]:
 def send_chunk(chunk_task: Task, job_id: int, chunk_no: int) -> None:
     """Send one chunk task; an unreachable Redis is BrokerUnavailable (retryable)."""
     try:
-        chunk_task.apply_async(args=[job_id, chunk_no])
+        # keyword arguments: an operator finds a job's chunks in Flower with
+        # ``kwargs:job_id=12`` (and one chunk with ``kwargs:chunk_no=3``)
+        chunk_task.apply_async(kwargs={"job_id": job_id, "chunk_no": chunk_no})
     except (KombuError, OSError, RuntimeError, AttributeError) as exc:
         # AttributeError: kombu's Redis transport, retrying a send while Redis
         # restarts, can fail inside itself ('NoneType' object has no attribute
@@ -77,11 +79,24 @@ def start(task: Task, job_id: int, operation: runner.Operation, chunk_task: Task
     def enqueue(jid: int, chunk_no: int) -> None:
         send_chunk(chunk_task, jid, chunk_no)
 
+    # The job task sends no events of its own (send_events=False, see
+    # worker.taskevents): it is RECEIVED and STARTED now and, when it stops,
+    # whatever the job is.
+    with contextlib.suppress(Exception):
+        task.send_event(
+            "task-received",
+            name=task.name,
+            args=repr([job_id]),
+            kwargs="{}",
+            retries=task.request.retries,
+        )
+        task.send_event("task-started", job_id=job_id)
     try:
         with job_errors(task, job_id):
             runner.start_job(job_id, operation, enqueue)
     finally:
         _discard_upload(job_id)
+        taskevents.send_job_state(job_id, task.request.hostname, task.app)
 
 
 def _discard_upload(job_id: int) -> None:
@@ -99,36 +114,18 @@ def chunk(task: Task, job_id: int, chunk_no: int, operation: runner.Operation) -
 
 
 def _chunk(task: Task, job_id: int, chunk_no: int, operation: runner.Operation) -> dict[str, Any]:
-    with job_errors(task, job_id):
-        # Flower shows the chunk as PROGRESS while it works (a custom event type
-        # becomes the task's state there), then SUCCESS.
-        with contextlib.suppress(Exception):
-            task.send_event("task-progress", job_id=job_id, chunk=chunk_no, phase="started")
-        outcome = runner.run_chunk(job_id, chunk_no, operation, worker=task.request.hostname)
-        if outcome.ran:
-            _progress(task, outcome)
-        return {"job_id": job_id, "chunk": chunk_no, "ran": outcome.ran, "state": outcome.state}
-    return {"job_id": job_id, "chunk": chunk_no, "ran": False, "state": JobState.FAILED.value}
-
-
-def _progress(task: Task, outcome: runner.ChunkOutcome) -> None:
-    """A task-progress event for this chunk task and for the job's own task.
-
-    Flower shows an unknown event type as a state (``task-progress`` ->
-    PROGRESS); it does not show ``update_state`` meta.
-    """
-    fields = {
-        "job_id": outcome.job_id,
-        "chunk": outcome.chunk_no,
-        "done": outcome.chunks_done,
-        "total": outcome.chunks_total,
-    }
-    with contextlib.suppress(Exception):  # progress is best effort, the ledger is the truth
-        task.send_event("task-progress", **fields)
-        job_task_id = ledger.celery_task_id(outcome.job_id)
-        if job_task_id:
-            with task.app.events.default_dispatcher(hostname=task.request.hostname) as d:
-                d.send("task-progress", uuid=job_task_id, **fields)
+    try:
+        with job_errors(task, job_id):
+            # Flower shows the chunk as PROGRESS while it works (a custom event type
+            # becomes the task's state there), then SUCCESS.
+            with contextlib.suppress(Exception):
+                task.send_event("task-progress", job_id=job_id, chunk=chunk_no, phase="started")
+            outcome = runner.run_chunk(job_id, chunk_no, operation, worker=task.request.hostname)
+            return {"job_id": job_id, "chunk": chunk_no, "ran": outcome.ran, "state": outcome.state}
+        return {"job_id": job_id, "chunk": chunk_no, "ran": False, "state": JobState.FAILED.value}
+    finally:
+        # The job's own task in Flower: its progress, or its end if this chunk ended it.
+        taskevents.send_job_state(job_id, task.request.hostname, task.app)
 
 
 # --- the submit task: any Celery client can start a job ------------------------------

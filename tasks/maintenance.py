@@ -6,6 +6,7 @@ from typing import Any
 
 from celery.utils.log import get_task_logger
 
+from worker import taskevents
 from worker.app import app
 from worker.client import send_job
 from worker.config import get_settings
@@ -26,13 +27,17 @@ CHUNK_TASKS: dict[str, tuple[str, str]] = {
 def send_chunk(kind: str, job_id: int, chunk_no: int) -> None:
     """Send a dead chunk's task again (job id and chunk number only, JSON)."""
     name, queue = CHUNK_TASKS[kind]
-    app.send_task(name, args=[job_id, chunk_no], queue=queue, ignore_result=True)
+    kwargs = {"job_id": job_id, "chunk_no": chunk_no}  # searchable in Flower, as tasks.jobs sends
+    app.send_task(name, kwargs=kwargs, queue=queue, ignore_result=True)
 
 
 @app.task(name="tasks.maintenance.recover_stuck_jobs")
 def recover_stuck_jobs() -> dict[str, Any]:
     s = get_settings()
     report = recover(s.bulkops_stuck_after_s, s.bulkops_max_attempts, send_job, send_chunk)
+    # jobs recovery ended (poison plans failed, cancels settled): Flower shows their end
+    ended = [*report.failed, *report.cancelled]
+    taskevents.send_job_states(ended, recover_stuck_jobs.request.hostname)
     return {
         "resent": report.resent,
         "failed": report.failed,

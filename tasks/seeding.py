@@ -14,7 +14,11 @@ from worker.seeding import SEED
 logger = get_task_logger(__name__)
 
 
-@app.task(name="tasks.seeding.run_seed", bind=True, max_retries=jobs.MAX_RETRIES)
+# send_events=False: Celery would show it SUCCESS once the chunks are sent;
+# the job's state is sent for it instead (worker.taskevents).
+@app.task(
+    name="tasks.seeding.run_seed", bind=True, max_retries=jobs.MAX_RETRIES, send_events=False
+)
 def run_seed(self: Task, job_id: int) -> None:
     jobs.start(self, job_id, SEED, seed_chunk)
 

@@ -14,7 +14,11 @@ from worker.updates import UPDATE
 logger = get_task_logger(__name__)
 
 
-@app.task(name="tasks.updates.run_update", bind=True, max_retries=jobs.MAX_RETRIES)
+# send_events=False: Celery would show it SUCCESS once the chunks are sent;
+# the job's state is sent for it instead (worker.taskevents).
+@app.task(
+    name="tasks.updates.run_update", bind=True, max_retries=jobs.MAX_RETRIES, send_events=False
+)
 def run_update(self: Task, job_id: int) -> None:
     jobs.start(self, job_id, UPDATE, update_batch)
 

@@ -30,6 +30,17 @@ from worker.config import sqlalchemy_url
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+LAYERS = ("unit", "integration", "acceptance")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its layer (its folder), so ``-m integration`` runs one layer alone."""
+    for item in items:
+        layer = next((p for p in item.path.parts if p in LAYERS), None)
+        if layer in ("integration", "acceptance"):
+            item.add_marker(layer)
+
+
 def _answers(host: str, port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
         return True

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -258,6 +258,24 @@ def pending(job_id: int, total: int) -> list[int]:
         ]
 
 
+def workers_of(job_ids: Sequence[int]) -> dict[int, list[str]]:
+    """The workers (Celery node names) that committed chunks of each job, by name."""
+    if not job_ids:
+        return {}
+    with session_scope() as session:
+        rows = session.execute(
+            text(
+                "SELECT DISTINCT job_id, worker FROM job_chunks "
+                "WHERE job_id = ANY(:ids) AND worker IS NOT NULL ORDER BY job_id, worker"
+            ),
+            {"ids": list(job_ids)},
+        ).all()
+    found: dict[int, list[str]] = {}
+    for row in rows:
+        found.setdefault(int(row.job_id), []).append(str(row.worker))
+    return found
+
+
 # --- dead chunks (recovery) ---------------------------------------------------------------
 
 
@@ -305,9 +323,14 @@ _SETTLE = f"""
 def settle_cancel(job_id: int) -> str:
     """A cancelling job with nothing in flight any more becomes ``cancelled``; its state."""
     with session_scope() as session:
-        row = session.execute(
-            text(_SETTLE + " AND j.id = :id RETURNING j.state"), {"id": job_id, **STATES}
-        ).first()
+        return settle_cancel_in(session, job_id)
+
+
+def settle_cancel_in(session: Session, job_id: int) -> str:
+    """:func:`settle_cancel` in the caller's transaction (worker.aclient)."""
+    row = session.execute(
+        text(_SETTLE + " AND j.id = :id RETURNING j.state"), {"id": job_id, **STATES}
+    ).first()
     return str(row.state) if row else ""
 
 

@@ -19,17 +19,14 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
-    MofNCompleteColumn,
     Progress,
     TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
     TransferSpeedColumn,
 )
 
 from worker import client
+from worker.console import err, print_summary, wait_with_progress
 from worker.errors import BulkopsError, JobNotFound, PermanentError, RetryableError
-from worker.ledger import JobSummary
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -40,7 +37,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 WaitOpt = Annotated[bool, typer.Option("--wait", help="Wait for the job and print its summary.")]
@@ -75,45 +71,6 @@ def cli_errors() -> Iterator[None]:
 
 def emit(data: dict[str, Any] | list[Any]) -> None:
     sys.stdout.write(json.dumps(data, default=str) + "\n")
-
-
-def print_summary(s: JobSummary) -> None:
-    err_line = f"  error: {s.error}" if s.error else ""
-    typer.echo(
-        f"job {s.id} ({s.kind}): {s.state}  read={s.rows_read} inserted={s.rows_inserted} "
-        f"updated={s.rows_updated} skipped={s.rows_skipped} rejected={s.rows_rejected} "
-        f"chunks={s.chunks_done}/{s.chunks_total if s.chunks_total is not None else '?'} "
-        f"elapsed={s.elapsed_s if s.elapsed_s is not None else '-'}s" + err_line
-    )
-
-
-def wait_with_progress(job_id: int, show: bool = True) -> JobSummary:
-    """Wait for a job, with a progress bar (chunks, rows/s, ETA) on stderr."""
-    if not show or not err.is_terminal:
-        return client.wait(job_id)
-    columns = (
-        TextColumn("job {task.fields[job]} {task.fields[state]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("chunks  {task.fields[rows]} rows  {task.fields[rate]} rows/s"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task("job", total=None, job=job_id, state="queued", rows=0, rate="-")
-
-        def update(s: JobSummary) -> None:
-            rate = f"{s.rows_read / s.elapsed_s:,.0f}" if s.elapsed_s else "-"
-            bar.update(
-                task,
-                total=s.chunks_total,
-                completed=s.chunks_done,
-                state=s.state,
-                rows=f"{s.rows_read:,}",
-                rate=rate,
-            )
-
-        return client.wait(job_id, on_progress=update)
 
 
 def finish_job(job_id: int, wait: bool, as_json: bool) -> None:
@@ -300,9 +257,19 @@ def list_jobs(
     limit: Annotated[int, typer.Option(help="How many, newest first.", min=1)] = 20,
     state: Annotated[str | None, typer.Option(help="Only jobs in this state.")] = None,
     as_json: JsonOpt = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="A live table of queued and running jobs (Ctrl-C).")
+    ] = False,
+    once: Annotated[
+        bool, typer.Option("--once", help="With --watch: one frame, then exit.")
+    ] = False,
 ) -> None:
-    """List recent jobs."""
+    """List recent jobs; --watch shows queued and running ones live."""
     with cli_errors():
+        if watch or once:
+            from worker import watch as view
+
+            raise typer.Exit(view.run(Console(), limit=limit, once=once))
         found = client.jobs(limit, state)
         if as_json:
             emit([s.to_dict() for s in found])
@@ -381,6 +348,20 @@ def migrate() -> None:
         get_settings()
         migrations.upgrade()
         typer.echo("database schema is at head")
+
+
+@app.command()
+def reset(
+    seed: Annotated[bool, typer.Option("--seed", help="Then seed 10 users x 5 todos.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Skip typing the database name (needs BULKOPS_ENV).")
+    ] = False,
+) -> None:
+    """Drop bulkops's tables and migrate again: development only (BULKOPS_ENV=development)."""
+    from worker import reset as resetting
+
+    with cli_errors():
+        typer.echo(resetting.run(seed, yes))
 
 
 @app.command()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from kombu.exceptions import KombuError
+from sqlmodel import Session
 
 from worker import ledger, seeding, updates, uploads
 from worker.db import session_scope
@@ -68,6 +69,32 @@ def submit_seed(
     return _submit(JobKind.SEED, params.to_params(), key)
 
 
+def import_params(
+    path: str,
+    table: str,
+    format: str | None,
+    mode: str,
+    dry_run: bool,
+    max_errors: int | None,
+    max_error_rate: float | None,
+    name: str | None = None,
+) -> dict[str, Any]:
+    """An import's validated params (shared with worker.aclient); UsageError if refused.
+
+    ``path`` is the confined path relative to the root, or ``upload:NAME``;
+    the format is guessed from ``name`` (else ``path``) when not given.
+    """
+    return ImportParams(
+        path=path,
+        table=table,
+        format=format or guess_format(name or path),
+        mode=mode,
+        dry_run=dry_run,
+        max_errors=max_errors,
+        max_error_rate=max_error_rate,
+    ).to_params()
+
+
 def submit_import(
     path: str | Path | BinaryIO,
     table: str = "todos",
@@ -95,16 +122,10 @@ def submit_import(
             path, table, format, mode, dry_run, key, max_errors, max_error_rate, name, on_progress
         )
     _, relative = confine(path)
-    params = ImportParams(
-        path=relative,
-        table=table,
-        format=format or guess_format(path),
-        mode=mode,
-        dry_run=dry_run,
-        max_errors=max_errors,
-        max_error_rate=max_error_rate,
+    params = import_params(
+        relative, table, format, mode, dry_run, max_errors, max_error_rate, str(path)
     )
-    return _submit(JobKind.IMPORT, params.to_params(), key)
+    return _submit(JobKind.IMPORT, params, key)
 
 
 def _submit_upload(
@@ -127,14 +148,8 @@ def _submit_upload(
         name = name or local.name
     else:
         name = name or Path(str(getattr(source, "name", "") or "stdin")).name
-    params = ImportParams(
-        path=f"upload:{name}",
-        table=table,
-        format=format or guess_format(name),
-        mode=mode,
-        dry_run=dry_run,
-        max_errors=max_errors,
-        max_error_rate=max_error_rate,
+    params = import_params(
+        f"upload:{name}", table, format, mode, dry_run, max_errors, max_error_rate, name
     )
     if isinstance(source, str | Path):
         try:
@@ -145,7 +160,7 @@ def _submit_upload(
     else:
         ref = uploads.store(source, name, on_progress)
     try:
-        job_id = _submit(JobKind.IMPORT, {**params.to_params(), "upload": ref.to_params()}, key)
+        job_id = _submit(JobKind.IMPORT, {**params, "upload": ref.to_params()}, key)
     except BaseException:
         uploads.discard(ref)
         raise
@@ -172,23 +187,52 @@ def submit_update_status(
     malformed timestamp, an unknown parent or an ids file outside the import
     root are refused here, before any job exists.
     """
+<<<<<<< HEAD
     relative = confine(ids_file)[1] if ids_file is not None else None
     created_before = resolve_relative(created_before)
     pairs = list(where.items()) if isinstance(where, dict) else list(where or ())
     params = UpdateParams(
+=======
+    params = update_params(to_status, from_statuses, owner_email, ids_file, created_before, dry_run)
+    if params.owner_email is not None:
+        with session_scope() as session:
+            check_owner(session, params)
+    return _submit(JobKind.UPDATE_STATUS, params.to_params(), key)
+
+
+def update_params(
+    to_status: str,
+    from_statuses: Sequence[str],
+    owner_email: str | None,
+    ids_file: str | Path | None,
+    created_before: str | None,
+    dry_run: bool,
+) -> UpdateParams:
+    """A status update's validated params, but for the owner (shared with worker.aclient)."""
+    return UpdateParams(
+>>>>>>> main
         to_status=to_status,
         from_statuses=tuple(dict.fromkeys(from_statuses)),
         owner_email=owner_email.strip().lower() if owner_email else None,
-        ids_file=relative,
-        created_before=created_before,
+        ids_file=confine(ids_file)[1] if ids_file is not None else None,
+        created_before=resolve_relative(created_before),
         dry_run=dry_run,
         table=table or updates.EXAMPLE_TABLE,
         where=tuple((str(k), str(v)) for k, v in pairs),
     )
+<<<<<<< HEAD
     if params.filters():
         with session_scope() as session:
             updates.check_filters(session, params)
     return _submit(JobKind.UPDATE_STATUS, params.to_params(), key)
+=======
+
+
+def check_owner(session: Session, params: UpdateParams) -> None:
+    """UsageError unless the update's owner (if any) is a user."""
+    if params.owner_email is not None and not bulkload.owner_ids(session, [params.owner_email]):
+        raise UsageError(f"--owner {params.owner_email!r}: no user with that email")
+>>>>>>> main
 
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
@@ -294,7 +338,11 @@ def rejects(job_id: int, limit: int | None = None) -> list[RejectedRow]:
 
 
 def cancel(job_id: int) -> str:
-    return ledger.cancel(job_id)
+    from worker import taskevents
+
+    state = ledger.cancel(job_id)
+    taskevents.send_job_state(job_id)  # Flower: CANCELLED now, or PROGRESS (cancelling)
+    return state
 
 
 def jobs(limit: int = 20, state: str | None = None) -> list[JobSummary]:

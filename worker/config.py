@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # module:attribute naming the team's declared targets (worker/targets.py);
     # unset: the built-in todos/users example.
     bulkops_targets: str | None = None
+    # "development" marks a database that `bulkops reset` may drop and rebuild;
+    # anything else (the default: unset) makes reset refuse.
+    bulkops_env: str = ""
 
     @field_validator("database_url")
     @classmethod

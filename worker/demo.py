@@ -11,43 +11,17 @@ from __future__ import annotations
 import contextlib
 import csv
 import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from worker import client, db, health, migrate
 from worker.config import reset_settings
+from worker.console import print_summary, wait_with_progress
 from worker.embedded import Services, embedded_services
-from worker.ledger import JobSummary
-from worker.queues import QUEUES
 from worker.rejects_export import export_rejects
-
-STOP_GRACE_S = 20.0
-
-
-def celery_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "celery", "-A", "worker", *args]
-
-
-def worker_command(name: str = "bulkops", concurrency: int = 2) -> list[str]:
-    return celery_command(
-        "worker",
-        "-Q",
-        ",".join(QUEUES),
-        "-c",
-        str(concurrency),
-        "-n",
-        f"{name}@%h",
-        "--loglevel=INFO",
-        "--without-gossip",
-        "--without-mingle",
-    )
+from worker.supervisor import background, celery_command, worker_command
 
 
 def use_services(
@@ -66,68 +40,12 @@ def use_services(
     return dict(os.environ)
 
 
-@contextlib.contextmanager
-def background(
-    commands: Sequence[Sequence[str]], env: dict[str, str], log_dir: Path
-) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Start each command in its own process group; stop every group on exit."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for i, cmd in enumerate(commands):
-            with open(log_dir / f"{_log_name(cmd)}-{i}.log", "ab") as log:
-                procs.append(
-                    subprocess.Popen(
-                        cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-                    )
-                )
-        yield procs
-    finally:
-        stop_processes(procs)
-
-
-def _log_name(cmd: Sequence[str]) -> str:
-    """``worker``, ``beat``, ``flower`` for a :func:`celery_command`, else the program's name."""
-    prefix = celery_command()
-    if len(cmd) > len(prefix) and list(cmd[: len(prefix)]) == prefix:
-        return Path(cmd[len(prefix)]).name
-    return Path(cmd[0]).name
-
-
-def stop_processes(procs: Sequence[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:  # a reaped pid may belong to someone else by now
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_S
-    for p in procs:
-        try:
-            p.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            p.wait(timeout=5)
-
-
 def _say(message: str) -> None:
     typer.secho(message, fg=typer.colors.CYAN, err=True)
 
 
-def _show(title: str, summary: JobSummary) -> None:
-    typer.echo(
-        f"{title:<28} job {summary.id}: {summary.state:<20} read={summary.rows_read:<7} "
-        f"inserted={summary.rows_inserted:<7} updated={summary.rows_updated:<6} "
-        f"skipped={summary.rows_skipped:<7} "
-        f"rejected={summary.rows_rejected:<5} {summary.elapsed_s}s"
-    )
-
-
 def run_demo(data_dir: Path, users: int, todos_per_user: int) -> int:
     """The demo; returns the process exit code (0 when every step did what it should)."""
-    from worker.cli import wait_with_progress
-
     data_dir = data_dir.resolve()
     imports = data_dir / "imports"
     imports.mkdir(parents=True, exist_ok=True)
@@ -144,17 +62,17 @@ def run_demo(data_dir: Path, users: int, todos_per_user: int) -> int:
             ok = True
             _say(f"seeding {users} users x {todos_per_user} todos (random seed 7) ...")
             first = wait_with_progress(client.submit_seed(users, todos_per_user, 7))
-            _show("seed", first)
+            print_summary(first, "seed")
             ok &= first.state == "succeeded" and first.rows_inserted == users * (todos_per_user + 1)
             _say("the same seed again: idempotent, adds nothing ...")
             again = wait_with_progress(client.submit_seed(users, todos_per_user, 7))
-            _show("seed again", again)
+            print_summary(again, "seed again")
             ok &= again.state == "succeeded" and again.rows_inserted == 0
-            ok &= _demo_import(imports, wait_with_progress)
+            ok &= _demo_import(imports)
             _say("completing every in_progress todo (bulk status update, keyset batches) ...")
             update = wait_with_progress(client.submit_update_status("completed", ["in_progress"]))
-            _show("update-status", update)
-            typer.echo(f"{'':<28} longest batch transaction: {update.longest_batch_s:.3f} s")
+            print_summary(update, "update-status")
+            typer.echo(f"{'':<16} longest batch transaction: {update.longest_batch_s:.3f} s")
             ok &= update.state == "succeeded" and update.rows_updated > 0
             report = health.run_checks()
             typer.echo("health:")
@@ -177,7 +95,7 @@ SAMPLE_BAD_ROWS = [
 ]
 
 
-def _demo_import(imports: Path, wait: Any) -> bool:
+def _demo_import(imports: Path) -> bool:
     """Import a sample CSV with bad rows, show the rejects and export them."""
     from sqlalchemy import text
 
@@ -192,13 +110,13 @@ def _demo_import(imports: Path, wait: Any) -> bool:
         for title, status, email in SAMPLE_BAD_ROWS:
             writer.writerow([title, status, email or owner])
     _say(f"importing {path.name}: 4 good rows, {len(SAMPLE_BAD_ROWS)} bad ones ...")
-    summary = wait(client.submit_import(path.name))
-    _show("import", summary)
+    summary = wait_with_progress(client.submit_import(path.name))
+    print_summary(summary, "import")
     for r in client.rejects(summary.id):
-        typer.echo(f"{'':<28} rejected line {r.line} ({r.column}): {r.reason[:70]}")
+        typer.echo(f"{'':<16} rejected line {r.line} ({r.column}): {r.reason[:70]}")
     out = imports / f"rejects-{summary.id}.csv"
     export_rejects(summary.id, out)
-    typer.echo(f"{'':<28} rejects exported to {out} (fix them and import that file as it is)")
+    typer.echo(f"{'':<16} rejects exported to {out} (fix them and import that file as it is)")
     return bool(
         summary.state == "partially_succeeded"
         and summary.rows_inserted == 4

@@ -30,12 +30,12 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from worker import parsing, validation
-from worker.db import copy_rows
+from worker.db import copy_int_rows
 from worker.ledger import RejectedRow
 
 _BATCH = 20_000  # key digests sent to PostgreSQL per COPY while planning
 _PLAN_KEYS = "bulkops_plan_keys"  # temporary: every key of the file, dropped at commit
-_BLOCK_BYTES = 4 << 20  # the key pass parses the file in blocks this large
+_BLOCK_BYTES = 1 << 20  # the key pass parses the file in blocks this large
 _KEY_COLUMNS = ("digest", "line", "chunk_no", "start", '"end"')
 
 
@@ -132,14 +132,14 @@ def _key_pass(
         if key is not None:
             batch.append((digest(key), line, len(spans), rec_start, rec_end))
             if len(batch) >= _BATCH:
-                copy_rows(session, _PLAN_KEYS, _KEY_COLUMNS, batch)
+                copy_int_rows(session, _PLAN_KEYS, _KEY_COLUMNS, batch)
                 batch.clear()
         if count == rows_per_chunk:
             spans.append(parsing.ChunkSpan(len(spans), start, end, first_line, count))
             count = 0
     if count:
         spans.append(parsing.ChunkSpan(len(spans), start, end, first_line, count))
-    copy_rows(session, _PLAN_KEYS, _KEY_COLUMNS, batch)
+    copy_int_rows(session, _PLAN_KEYS, _KEY_COLUMNS, batch)
 
 
 def _scanned_records(path: Any, fmt: str, header: list[str], table: str) -> _Keyed:

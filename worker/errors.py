@@ -110,10 +110,3 @@ class UnencodableValue(DataError):
 class SchemaError(PermanentError):
     """The database schema is not at the migration head."""
 
-
-class JobCancelled(PermanentError):
-    """The job was cancelled by an operator."""
-
-
-class TooManyErrors(PermanentError):
-    """The job passed its error threshold (--max-errors / --max-error-rate)."""

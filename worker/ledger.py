@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlmodel import Session, select
 
 from worker import chunks
@@ -36,7 +36,6 @@ SendFn = Callable[[int, str], None]
 PLAN_KEYS = frozenset({"chunks", "dry_run_breakdown"})
 
 
-
 def _comparable(params: dict[str, Any]) -> dict[str, Any]:
     """What makes two submits with one key the same request.
 
@@ -49,6 +48,7 @@ def _comparable(params: dict[str, Any]) -> dict[str, Any]:
         out["upload"] = {k: upload.get(k) for k in ("size", "sha256")}
     return out
 
+
 def submit(kind: str, params: dict[str, Any], send: SendFn, key: str | None = None) -> int:
     """Write the job row, commit, then send its message; returns the job id.
 
@@ -58,7 +58,8 @@ def submit(kind: str, params: dict[str, Any], send: SendFn, key: str | None = No
     removed again, so no job is left ``queued`` with no message behind it, and
     the error propagates. While one submit of a key sends, a second submit of
     that key waits for its outcome (a lock on the key), so it never returns
-    the id of a row that is then removed.
+    the id of a row that is then removed. (:mod:`worker.aclient` runs the same
+    steps, below, on an async engine.)
     """
     if key is None:
         return _submit(kind, params, send, None)
@@ -66,69 +67,96 @@ def submit(kind: str, params: dict[str, Any], send: SendFn, key: str | None = No
         conn = get_engine().connect()
     try:
         with translated():
-            conn.execute(text("SELECT pg_advisory_lock(hashtextextended(:k, 0))"), {"k": key})
-            conn.commit()
+            lock_key(conn, key)
         return _submit(kind, params, send, key)
     finally:
         try:
-            conn.rollback()
-            conn.execute(text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": key})
-            conn.commit()
+            unlock_key(conn, key)
         except Exception:
             conn.invalidate()  # never leave the key locked on a pooled connection
         conn.close()
 
 
+def lock_key(conn: Connection, key: str) -> None:
+    """Take the key's submit lock (session-level, on ``conn``), committed: see :func:`submit`."""
+    conn.execute(text("SELECT pg_advisory_lock(hashtextextended(:k, 0))"), {"k": key})
+    conn.commit()
+
+
+def unlock_key(conn: Connection, key: str) -> None:
+    conn.rollback()
+    conn.execute(text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"), {"k": key})
+    conn.commit()
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
 def _submit(kind: str, params: dict[str, Any], send: SendFn, key: str | None) -> int:
-    task_id = str(uuid.uuid4())
-    wanted = json.loads(to_json(params))
+    task_id = new_task_id()
     with session_scope() as session:
-        row = session.execute(
-            text(
-                "INSERT INTO jobs (kind, state, params, idempotency_key, celery_task_id) "
-                "VALUES (:kind, :queued, CAST(:params AS jsonb), :key, :task_id) "
-                "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
-            ),
-            {
-                "kind": kind,
-                **STATES,
-                "params": to_json(params),
-                "key": key,
-                "task_id": task_id,
-            },
-        ).first()
-        if row is None:
-            existing = session.execute(
-                text("SELECT id, kind, params FROM jobs WHERE idempotency_key = :key"),
-                {"key": key},
-            ).one()
-            if existing.kind != kind:
-                raise UsageError(
-                    f"idempotency key {key!r} already belongs to job {existing.id} "
-                    f"of kind {existing.kind}"
-                )
-            submitted = _comparable(existing.params)
-            if submitted != _comparable(wanted):
-                mine = _comparable(wanted)
-                differ = sorted(
-                    k for k in set(submitted) | set(mine) if submitted.get(k) != mine.get(k)
-                )
-                raise UsageError(
-                    f"idempotency key {key!r} already belongs to job {existing.id}, submitted "
-                    f"with other parameters ({', '.join(differ)}); use another key"
-                )
-            return int(existing.id)
-        job_id = int(row.id)
+        job_id, created = insert_job(session, kind, params, key, task_id)
+    if not created:
+        return job_id
     try:
         send(job_id, task_id)
     except BaseException:
         with session_scope() as session:
-            session.execute(
-                text("DELETE FROM jobs WHERE id = :id AND state = :queued"),
-                {"id": job_id, **STATES},
-            )
+            remove_unsent(session, job_id)
         raise
     return job_id
+
+
+def insert_job(
+    session: Session, kind: str, params: dict[str, Any], key: str | None, task_id: str
+) -> tuple[int, bool]:
+    """The queued job row, in the caller's transaction: (id, True), or the key's job (id, False).
+
+    The key's job must be the same request (kind, parameters), else UsageError.
+    """
+    wanted = json.loads(to_json(params))
+    row = session.execute(
+        text(
+            "INSERT INTO jobs (kind, state, params, idempotency_key, celery_task_id) "
+            "VALUES (:kind, :queued, CAST(:params AS jsonb), :key, :task_id) "
+            "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
+        ),
+        {
+            "kind": kind,
+            **STATES,
+            "params": to_json(params),
+            "key": key,
+            "task_id": task_id,
+        },
+    ).first()
+    if row is not None:
+        return int(row.id), True
+    existing = session.execute(
+        text("SELECT id, kind, params FROM jobs WHERE idempotency_key = :key"),
+        {"key": key},
+    ).one()
+    if existing.kind != kind:
+        raise UsageError(
+            f"idempotency key {key!r} already belongs to job {existing.id} of kind {existing.kind}"
+        )
+    submitted = _comparable(existing.params)
+    if submitted != _comparable(wanted):
+        mine = _comparable(wanted)
+        differ = sorted(k for k in set(submitted) | set(mine) if submitted.get(k) != mine.get(k))
+        raise UsageError(
+            f"idempotency key {key!r} already belongs to job {existing.id}, submitted "
+            f"with other parameters ({', '.join(differ)}); use another key"
+        )
+    return int(existing.id), False
+
+
+def remove_unsent(session: Session, job_id: int) -> None:
+    """The message of a new job could not be sent: its row goes, unless a worker took it."""
+    session.execute(
+        text("DELETE FROM jobs WHERE id = :id AND state = :queued"),
+        {"id": job_id, **STATES},
+    )
 
 
 def to_json(value: Any) -> str:
@@ -364,22 +392,28 @@ def cancel(job_id: int) -> str:
     ends; recovery too), then ``cancelled`` with its final counts.
     """
     with session_scope() as session:
-        row = session.execute(
-            text(
-                """
-                UPDATE jobs SET cancel_requested = true,
-                    state = CASE WHEN state = :queued THEN :cancelled
-                                 WHEN state = :running THEN :cancelling ELSE state END,
-                    finished_at = CASE WHEN state = :queued THEN clock_timestamp()
-                                       ELSE finished_at END
-                WHERE id = :id RETURNING state
-                """
-            ),
-            {"id": job_id, **STATES},
-        ).first()
-        if row is None:
-            raise JobNotFound(f"no job with id {job_id}")
-    return chunks.settle_cancel(job_id) or str(row.state)
+        state = request_cancel(session, job_id)
+    return chunks.settle_cancel(job_id) or state
+
+
+def request_cancel(session: Session, job_id: int) -> str:
+    """The first step of :func:`cancel`, in the caller's transaction; the job's state."""
+    row = session.execute(
+        text(
+            """
+            UPDATE jobs SET cancel_requested = true,
+                state = CASE WHEN state = :queued THEN :cancelled
+                             WHEN state = :running THEN :cancelling ELSE state END,
+                finished_at = CASE WHEN state = :queued THEN clock_timestamp()
+                                   ELSE finished_at END
+            WHERE id = :id RETURNING state
+            """
+        ),
+        {"id": job_id, **STATES},
+    ).first()
+    if row is None:
+        raise JobNotFound(f"no job with id {job_id}")
+    return str(row.state)
 
 
 def add_rejects(
@@ -409,22 +443,100 @@ def add_rejects(
 # --- reading -------------------------------------------------------------------------
 
 
+# Each reader has a session-taking core (``read_*``), so worker.aclient runs the
+# very same queries through ``AsyncSession.run_sync``.
+
+
 def get_summary(job_id: int) -> JobSummary:
     with session_scope() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            raise JobNotFound(f"no job with id {job_id}")
-        return summarize(job)
+        return read_summary(session, job_id)
+
+
+def read_summary(session: Session, job_id: int) -> JobSummary:
+    """One query: the job row (its counters are the summary)."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise JobNotFound(f"no job with id {job_id}")
+    return summarize(job)
 
 
 def list_jobs(limit: int = 20, state: str | None = None) -> list[JobSummary]:
     with session_scope() as session:
-        query = select(Job).order_by(Job.id.desc()).limit(limit)  # type: ignore[union-attr]
-        if state:
-            if state not in {s.value for s in JobState}:
-                raise UsageError(f"unknown job state {state!r}")
-            query = query.where(Job.state == state)
+        return read_jobs(session, limit, state)
+
+
+def read_jobs(session: Session, limit: int = 20, state: str | None = None) -> list[JobSummary]:
+    """One query for the page of jobs (no per-job query: the counters are on the row)."""
+    query = select(Job).order_by(Job.id.desc()).limit(limit)  # type: ignore[union-attr]
+    if state:
+        if state not in {s.value for s in JobState}:
+            raise UsageError(f"unknown job state {state!r}")
+        query = query.where(Job.state == state)
+    return [summarize(job) for job in session.exec(query).all()]
+
+
+def upload_params(conn: Connection) -> list[dict[str, Any]]:
+    """Every job's upload reference (``bulkops reset``: the large objects the jobs own).
+
+    Nothing when the ledger has no table yet (a database never migrated).
+    """
+    if conn.execute(text("SELECT to_regclass('jobs')")).scalar() is None:
+        return []
+    rows = conn.execute(
+        text("SELECT params -> 'upload' FROM jobs WHERE params -> 'upload' IS NOT NULL")
+    )
+    return [r[0] for r in rows if isinstance(r[0], dict)]
+
+
+def jobs_in(states: Sequence[str], limit: int = 20) -> list[JobSummary]:
+    """The newest jobs in any of ``states`` (e.g. queued and running, for ``jobs --watch``)."""
+    with session_scope() as session:
+        query = (
+            select(Job)
+            .where(Job.state.in_(list(states)))  # type: ignore[attr-defined]
+            .order_by(Job.id.desc())  # type: ignore[union-attr]
+            .limit(limit)
+        )
         return [summarize(job) for job in session.exec(query).all()]
+
+
+# Outcomes of input rows, as counted on the job row (``rows_<outcome>``).
+ROW_OUTCOMES = ("read", "inserted", "updated", "skipped", "rejected")
+
+
+@dataclass(frozen=True)
+class LedgerTotals:
+    """Counters summed over every job in the ledger, for the metrics exporter.
+
+    Each only grows while jobs are kept (a chunk's counts are added once, and
+    a final state never changes them), so Prometheus can take its ``rate()``.
+    """
+
+    rows: dict[tuple[str, str], int]  # (kind, outcome) -> rows
+    chunks: dict[str, int]  # kind -> chunks committed
+    jobs: dict[tuple[str, str], int]  # (kind, state) -> jobs
+
+
+def totals() -> LedgerTotals:
+    """Rows by kind and outcome, chunks by kind, jobs by kind and state (one scan of jobs)."""
+    sums = ", ".join(f"coalesce(sum(rows_{o}), 0) AS {o}" for o in ROW_OUTCOMES)
+    with session_scope() as session:
+        result = session.execute(
+            text(
+                f"SELECT kind, state, count(*) AS n, coalesce(sum(chunks_done), 0) AS chunks, "
+                f"{sums} FROM jobs GROUP BY kind, state ORDER BY kind, state"
+            )
+        ).all()
+    rows: dict[tuple[str, str], int] = {}
+    chunks_done: dict[str, int] = {}
+    jobs: dict[tuple[str, str], int] = {}
+    for r in result:
+        kind = str(r.kind)
+        jobs[(kind, str(r.state))] = int(r.n)
+        chunks_done[kind] = chunks_done.get(kind, 0) + int(r.chunks)
+        for outcome in ROW_OUTCOMES:
+            rows[(kind, outcome)] = rows.get((kind, outcome), 0) + int(getattr(r, outcome))
+    return LedgerTotals(rows, chunks_done, jobs)
 
 
 def celery_task_id(job_id: int) -> str | None:
@@ -436,16 +548,30 @@ def celery_task_id(job_id: int) -> str | None:
 
 def get_rejects(job_id: int, limit: int | None = None) -> list[RejectedRow]:
     with session_scope() as session:
-        if session.get(Job, job_id) is None:
-            raise JobNotFound(f"no job with id {job_id}")
-        query = (
-            select(JobReject)
-            .where(JobReject.job_id == job_id)
-            .order_by(JobReject.line, JobReject.id)  # type: ignore[arg-type]
-        )
-        if limit is not None:
-            query = query.limit(limit)
-        return [
-            RejectedRow(line=r.line, column=r.column, reason=r.reason, raw=r.raw)
-            for r in session.exec(query).all()
-        ]
+        return read_rejects(session, job_id, limit)
+
+
+def read_rejects(session: Session, job_id: int, limit: int | None = None) -> list[RejectedRow]:
+    """Two queries whatever the count: the job (does it exist?), then its rejects in line order."""
+    if session.get(Job, job_id) is None:
+        raise JobNotFound(f"no job with id {job_id}")
+    return _rejects_of(session, job_id, limit)
+
+
+def read_job_and_rejects(
+    session: Session, job_id: int, limit: int | None = None
+) -> tuple[JobSummary, list[RejectedRow]]:
+    """A job's summary and its rejects: two queries, whatever their number."""
+    return read_summary(session, job_id), _rejects_of(session, job_id, limit)
+
+
+def _rejects_of(session: Session, job_id: int, limit: int | None) -> list[RejectedRow]:
+    query = (
+        select(JobReject).where(JobReject.job_id == job_id).order_by(JobReject.line, JobReject.id)  # type: ignore[arg-type]
+    )
+    if limit is not None:
+        query = query.limit(limit)
+    return [
+        RejectedRow(line=r.line, column=r.column, reason=r.reason, raw=r.raw)
+        for r in session.exec(query).all()
+    ]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.pool import NullPool
 
 import migrations
+from worker.config import get_settings, sqlalchemy_url
+from worker.db import translated
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 
@@ -33,3 +38,31 @@ def downgrade(url: str | None = None, revision: str = "base") -> None:
 def check(url: str | None = None) -> None:
     """Raise if the models and the migrations disagree (autogenerate finds a diff)."""
     command.check(alembic_config(url))
+
+
+def rebuild(
+    url: str | None = None,
+    before_drop: Callable[[Connection], object] | None = None,
+    lock_timeout_s: float = 10.0,
+) -> str | None:
+    """Downgrade to base, then upgrade to head, in one transaction; the head revision.
+
+    Only what the migrations created is dropped (their own downgrades), never
+    a table of anyone else. All or nothing: a failure (a lock held longer
+    than ``lock_timeout_s``, a foreign key of another table onto ours) rolls
+    everything back. ``before_drop(conn)`` runs first, in the same transaction.
+    """
+    engine = create_engine(sqlalchemy_url(url or get_settings().database_url), poolclass=NullPool)
+    try:
+        with translated(), engine.begin() as conn:
+            conn.execute(text(f"SET LOCAL lock_timeout = '{int(lock_timeout_s * 1000)}ms'"))
+            if before_drop is not None:
+                before_drop(conn)
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn  # env.py: run inside this transaction
+            command.downgrade(cfg, "base")
+            command.upgrade(cfg, "head")
+            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        engine.dispose()
+    return None if revision is None else str(revision)

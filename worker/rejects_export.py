@@ -10,10 +10,11 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from worker import ledger
-from worker.ledger import RejectedRow
+from worker.db import session_scope
+from worker.ledger import JobSummary, RejectedRow
 
 EXTRA_COLUMNS = ("_line", "_error")
 
@@ -40,39 +41,51 @@ def _csv_fields(raw: str | None, width: int) -> list[str]:
     return fields
 
 
-def write_csv(rejects: list[RejectedRow], header: list[str], out: Path) -> None:
+def write_csv(rejects: list[RejectedRow], header: list[str], out: Path | TextIO) -> None:
+    if isinstance(out, Path):
+        with out.open("w", encoding="utf-8", newline="") as f:
+            return write_csv(rejects, header, f)
     base = [i for i, c in enumerate(header) if not c.startswith("_")]
-    with out.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.writer(f, lineterminator="\r\n")
-        writer.writerow([header[i] for i in base] + list(EXTRA_COLUMNS))
-        for r in rejects:
-            fields = _csv_fields(r.raw, len(header))
-            writer.writerow([fields[i] for i in base] + [r.line or "", _reason(r)])
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([header[i] for i in base] + list(EXTRA_COLUMNS))
+    for r in rejects:
+        fields = _csv_fields(r.raw, len(header))
+        writer.writerow([fields[i] for i in base] + [r.line or "", _reason(r)])
 
 
-def write_jsonl(rejects: list[RejectedRow], out: Path) -> None:
-    with out.open("w", encoding="utf-8") as f:
-        for r in rejects:
-            obj: dict[str, Any]
-            try:
-                # As the importer reads it: control characters allowed inside strings.
-                parsed = json.loads(r.raw or "", strict=False)
-                obj = {k: v for k, v in parsed.items() if not k.startswith("_")}
-            except (ValueError, AttributeError):
-                obj = {"_raw": r.raw}
-            obj["_line"], obj["_error"] = r.line, _reason(r)
-            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+def write_jsonl(rejects: list[RejectedRow], out: Path | TextIO) -> None:
+    if isinstance(out, Path):
+        with out.open("w", encoding="utf-8") as f:
+            return write_jsonl(rejects, f)
+    for r in rejects:
+        obj: dict[str, Any]
+        try:
+            # As the importer reads it: control characters allowed inside strings.
+            parsed = json.loads(r.raw or "", strict=False)
+            obj = {k: v for k, v in parsed.items() if not k.startswith("_")}
+        except (ValueError, AttributeError):
+            obj = {"_raw": r.raw}
+        obj["_line"], obj["_error"] = r.line, _reason(r)
+        out.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
 def export_rejects(job_id: int, out: Path) -> int:
     """Write the job's rejects to ``out``; returns how many."""
-    summary = ledger.get_summary(job_id)
-    rejects = ledger.get_rejects(job_id)
-    fmt = summary.params.get("format", "csv")
-    chunks = summary.params.get("chunks") or [{}]
-    header = chunks[0].get("header") or []
-    if fmt == "jsonl":
+    with session_scope() as session:
+        summary, rejects = ledger.read_job_and_rejects(session, job_id)
+    write_export(summary, rejects, out)
+    return len(rejects)
+
+
+def export_format(summary: JobSummary) -> str:
+    """``csv`` or ``jsonl``: the job's input format, which its export keeps."""
+    return "jsonl" if summary.params.get("format") == "jsonl" else "csv"
+
+
+def write_export(summary: JobSummary, rejects: list[RejectedRow], out: Path | TextIO) -> None:
+    """The rejects in the job's input format (its CSV header from the plan)."""
+    if export_format(summary) == "jsonl":
         write_jsonl(rejects, out)
     else:
-        write_csv(rejects, header, out)
-    return len(rejects)
+        chunks = summary.params.get("chunks") or [{}]
+        write_csv(rejects, chunks[0].get("header") or [], out)

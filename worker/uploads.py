@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass
 from typing import IO, Any, BinaryIO, Protocol
 
 import psycopg2
-from sqlalchemy import text
+from sqlalchemy import Connection, text
+from sqlmodel import Session
 
 from worker.config import get_settings
 from worker.db import get_engine, session_scope, translated
@@ -119,16 +120,35 @@ def store(
     return UploadRef(oid=oid, name=name, size=size, sha256=digest.hexdigest())
 
 
+# Writing through SQL, for drivers without psycopg2's ``lobject`` (worker.aclient on
+# asyncpg): the same large object, the same WRITE_BYTES blocks, one commit by the caller.
+
+
+def create_object(conn: Connection) -> int:
+    """A new, empty large object in the caller's transaction; its oid."""
+    return int(conn.execute(text("SELECT lo_create(0)")).scalar_one())
+
+
+def put_block(conn: Connection, oid: int, offset: int, block: bytes) -> None:
+    conn.execute(
+        text("SELECT lo_put(CAST(:oid AS oid), :offset, :data)"),
+        {"oid": oid, "offset": offset, "data": block},
+    )
+
+
 def discard(ref: UploadRef | dict[str, Any]) -> bool:
     """Remove an upload's data; False if it was already gone. Safe to call twice."""
     oid = ref.oid if isinstance(ref, UploadRef) else UploadRef.from_params(ref).oid
     with session_scope() as session:
-        removed = session.execute(
-            text(
-                "SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = CAST(:oid AS oid)"
-            ),
-            {"oid": oid},
-        ).first()
+        return unlink(session, oid)
+
+
+def unlink(conn: Connection | Session, oid: int) -> bool:
+    """Remove a large object inside the caller's transaction; False if it was already gone."""
+    removed = conn.execute(
+        text("SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = CAST(:oid AS oid)"),
+        {"oid": oid},
+    ).first()
     return removed is not None
 
 

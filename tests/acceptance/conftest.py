@@ -28,8 +28,8 @@ from acceptance_support import without
 from celery_producers import point_producers_at
 from redis_claims import claimed_db, refresh
 
-from worker.demo import background, worker_command
 from worker.queues import QUEUES
+from worker.supervisor import background, worker_command
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

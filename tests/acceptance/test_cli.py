@@ -27,8 +27,8 @@ from acceptance_support import (
 )
 
 from worker import client
-from worker.demo import worker_command
 from worker.queues import IMPORTS, QUEUES
+from worker.supervisor import worker_command
 
 pytestmark = pytest.mark.acceptance
 

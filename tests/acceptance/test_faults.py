@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import text
 
 from worker import client, db
-from worker.demo import background, worker_command
+from worker.supervisor import background, worker_command
 
 # Short limits so that a killed worker's unacknowledged chunk is delivered
 # again within seconds (soft < hard < visibility timeout still holds).

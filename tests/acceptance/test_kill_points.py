@@ -51,9 +51,9 @@ from test_redis_restart import (  # noqa: F401  (fixtures)
 
 from worker import client, db, migrate
 from worker.config import reset_settings
-from worker.demo import background, celery_command, worker_command
 from worker.models import FINISHED_STATES
 from worker.queues import QUEUES
+from worker.supervisor import background, celery_command, worker_command
 
 ROWS = 3_000
 CHUNK_SIZE = 500
@@ -266,7 +266,11 @@ def kill_env(bulkops_env: dict[str, str]) -> dict[str, str]:
 
 
 def broker_messages(redis_url: str, queued: bool = True) -> set[tuple[str, tuple[Any, ...]]]:
-    """(task name, args) of every message delivered but not acknowledged, and queued."""
+    """(task name, arguments) of every message delivered but not acknowledged, and queued.
+
+    The arguments are the positional ones, then ``job_id`` and ``chunk_no`` if
+    given by keyword (chunk tasks are sent so, to be searchable in Flower).
+    """
     client = redis.Redis.from_url(redis_url)
     try:
         messages = [json.loads(v)[0] for v in client.hvals("unacked")]
@@ -274,9 +278,12 @@ def broker_messages(redis_url: str, queued: bool = True) -> set[tuple[str, tuple
             messages += [json.loads(v) for v in client.lrange(queue, 0, -1)]
     finally:
         client.close()
-    return {
-        (m["headers"]["task"], tuple(json.loads(base64.b64decode(m["body"]))[0])) for m in messages
-    }
+    found = set()
+    for m in messages:
+        args, kwargs = json.loads(base64.b64decode(m["body"]))[:2]
+        by_name = tuple(kwargs[k] for k in ("job_id", "chunk_no") if k in kwargs)
+        found.add((m["headers"]["task"], (*args, *by_name)))
+    return found
 
 
 # --- the kill points ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from worker import client, db, migrate
 from worker.config import reset_settings
-from worker.demo import background, worker_command
+from worker.supervisor import background, worker_command
 
 
 @pytest.fixture

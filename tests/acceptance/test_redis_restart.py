@@ -21,8 +21,8 @@ from sqlalchemy import text
 
 from worker import client, db
 from worker.config import reset_settings
-from worker.demo import background, celery_command, worker_command
 from worker.embedded import free_port
+from worker.supervisor import background, celery_command, worker_command
 
 # Recovery re-sends a job once it is queued, or running without heartbeat, this long.
 STUCK_AFTER_S = "4"

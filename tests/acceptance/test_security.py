@@ -10,8 +10,8 @@ from pathlib import Path
 from kombu import Connection, Exchange, Producer
 
 from worker import client
-from worker.demo import background, worker_command
 from worker.queues import IMPORTS
+from worker.supervisor import background, worker_command
 
 
 class _Exploit:

@@ -20,7 +20,7 @@ from test_faults import JOB_TIMEOUT_S, _kill_group, _pool_children, _table, _use
 
 from worker import client, db
 from worker.config import sqlalchemy_url
-from worker.demo import background, celery_command, worker_command
+from worker.supervisor import background, celery_command, worker_command
 
 
 def _unfinished_starts() -> int:

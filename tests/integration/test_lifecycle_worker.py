@@ -52,7 +52,7 @@ def test_redis_lost_while_chunks_fan_out_is_retried_and_nothing_doubles(
     refused: list[Any] = []
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
-        chunk_no = kwargs["args"][1]
+        chunk_no = kwargs["kwargs"]["chunk_no"]
         if chunk_no >= 1 and len(refused) < 2:
             refused.append(chunk_no)
             raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")

@@ -586,3 +586,89 @@ def test_dockerignore_keeps_local_state_and_secrets_out() -> None:
     }
     assert {".venv", ".git", ".bulkops", "__pycache__", "tests", "bench", ".env"} <= patterns
     assert not copied_sources() & patterns, "the Dockerfile copies an ignored path"
+
+
+# ---------------------------------------------------------------- monitoring profile
+
+MONITORING = ("prometheus", "grafana")
+DEPLOY = ROOT / "deploy"
+
+
+def bind_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> repository path of each bind mount from the repository."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("./"):
+            mounts[target] = source
+    return mounts
+
+
+def test_monitoring_services_only_behind_their_profile(services: dict[str, Any]) -> None:
+    for name in MONITORING:
+        assert services[name]["profiles"] == ["monitoring"], name
+    for name in SERVICES | {"metrics"}:
+        assert "profiles" not in services[name], f"{name} must start without a profile"
+
+
+@pytest.mark.parametrize("name", MONITORING)
+def test_monitoring_mounts_exist_read_only_and_ports_stay_local(
+    services: dict[str, Any], name: str
+) -> None:
+    service = services[name]
+    mounts = bind_mounts(service)
+    assert mounts, f"{name} needs its configuration mounted"
+    for volume in service["volumes"]:
+        if volume.startswith("./"):
+            assert volume.endswith(":ro"), volume
+    for source in mounts.values():
+        assert (ROOT / source).exists(), source
+    for port in service["ports"]:
+        assert str(port).startswith("127.0.0.1:"), f"{name} has no auth: publish on localhost"
+
+
+def test_prometheus_scrapes_the_exporter(services: dict[str, Any]) -> None:
+    mounts = bind_mounts(services["prometheus"])
+    config_path = option_value(argv(services["prometheus"]["command"]), "--config.file")
+    assert config_path in mounts
+    config = yaml.safe_load((ROOT / mounts[config_path]).read_text())
+    port = option_value(argv(services["metrics"]["command"]), "--port")
+    jobs = config["scrape_configs"]
+    targets = [t for job in jobs for c in job["static_configs"] for t in c["targets"]]
+    assert targets == [f"metrics:{port}"]
+    assert str(port) in [str(p) for p in services["metrics"]["expose"]]
+    interval = seconds(config["global"]["scrape_interval"])
+    for job in jobs:
+        assert seconds(job.get("scrape_timeout", "10s")) <= interval
+
+
+def test_grafana_provisions_the_datasource_and_the_dashboard(services: dict[str, Any]) -> None:
+    import configparser
+    import json
+
+    mounts = bind_mounts(services["grafana"])
+    provisioning = ROOT / mounts["/etc/grafana/provisioning"]
+    (datasource,) = yaml.safe_load(
+        (provisioning / "datasources" / "prometheus.yml").read_text()
+    )["datasources"]
+    prometheus_port = services["prometheus"]["ports"][0].split(":")[-1]
+    assert datasource["url"] == f"http://prometheus:{prometheus_port}"
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "bulkops.yml").read_text())[
+        "providers"
+    ]
+    dashboards = [t for t in mounts if t.startswith(provider["options"]["path"] + "/")]
+    assert dashboards == ["/var/lib/grafana/dashboards/bulkops.json"]
+    dashboard = json.loads((ROOT / mounts[dashboards[0]]).read_text())
+    uids = {
+        source["uid"]
+        for panel in dashboard["panels"]
+        for source in [panel["datasource"], *(t["datasource"] for t in panel["targets"])]
+    }
+    assert uids == {datasource["uid"]}
+    # read-only, and nobody logs in (there is no password to leak or to forget)
+    ini = configparser.ConfigParser()
+    ini.read_string((ROOT / mounts["/etc/grafana/grafana.ini"]).read_text())
+    assert ini.getboolean("auth", "disable_login_form")
+    assert not ini.getboolean("auth.basic", "enabled")
+    assert ini["auth.anonymous"]["org_role"] == "Viewer"
+    assert provider["allowUiUpdates"] is False

@@ -8,6 +8,7 @@ at the first check, and a file that changed is a FileChangedError.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 
@@ -176,10 +177,15 @@ def test_swapping_in_a_symlink_never_reads_outside_the_root(root: Path) -> None:
     thread = threading.Thread(target=swapper)
     thread.start()
     reads: list[bytes] = []
-    refusals = 0
-    # When it is confined, opened and read many times meanwhile
+    refusals = tries = 0
+    # When it is confined, opened and read many times meanwhile: until both
+    # sides of the race were seen often (threads share the GIL, so how many
+    # tries that takes depends on the scheduler and the machine's load)
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
     try:
-        for _ in range(3000):
+        while (refusals < 20 or len(reads) < 20) and tries < 200_000:
+            tries += 1
             try:
                 real, _ = confine("race.csv", root)
                 with real.open("rb") as f:
@@ -187,6 +193,7 @@ def test_swapping_in_a_symlink_never_reads_outside_the_root(root: Path) -> None:
             except ImportPathError:
                 refusals += 1
     finally:
+        sys.setswitchinterval(switch)
         stop.set()
         thread.join()
     # Then no read ever returned the outside file's content

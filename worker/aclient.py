@@ -35,13 +35,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from worker import chunks, client, ledger, uploads
+from worker import chunks, client, ledger, seeding, uploads
 from worker.config import get_settings
 from worker.db import translated
 from worker.errors import ImportPathError, UsageError
 from worker.ledger import JobSummary, RejectedRow
 from worker.models import JobKind
-from worker.seeding import SeedParams
 from worker.source import confine
 
 T = TypeVar("T")
@@ -167,10 +166,16 @@ async def _submit(kind: str, params: dict[str, Any], key: str | None) -> int:
 
 
 async def submit_seed(
-    users: int = 10, todos_per_user: int = 5, random_seed: int = 42, key: str | None = None
+    users: int | None = None,
+    todos_per_user: int | None = None,
+    random_seed: int = 42,
+    key: str | None = None,
+    table: str | None = None,
+    rows: int | None = None,
+    parent_rows: dict[str, int] | None = None,
 ) -> int:
-    """Queue a seeding job; returns its id."""
-    params = SeedParams(users=users, todos_per_user=todos_per_user, random_seed=random_seed)
+    """Queue a seeding job; returns its id. As :func:`worker.client.submit_seed`."""
+    params = seeding.seed_params(users, todos_per_user, random_seed, table, rows, parent_rows)
     return await _submit(JobKind.SEED, params.to_params(), key)
 
 
@@ -275,8 +280,7 @@ async def submit_update_status(
         created_before,
         dry_run,
     )
-    if params.owner_email is not None:
-        await _run(client.check_owner, params)
+    await _run(client.check_owner, params)
     return await _submit(JobKind.UPDATE_STATUS, params.to_params(), key)
 
 

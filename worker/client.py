@@ -187,16 +187,11 @@ def submit_update_status(
     malformed timestamp, an unknown parent or an ids file outside the import
     root are refused here, before any job exists.
     """
-<<<<<<< HEAD
-    relative = confine(ids_file)[1] if ids_file is not None else None
-    created_before = resolve_relative(created_before)
-    pairs = list(where.items()) if isinstance(where, dict) else list(where or ())
-    params = UpdateParams(
-=======
-    params = update_params(to_status, from_statuses, owner_email, ids_file, created_before, dry_run)
-    if params.owner_email is not None:
-        with session_scope() as session:
-            check_owner(session, params)
+    params = update_params(
+        to_status, from_statuses, owner_email, ids_file, created_before, dry_run, table, where
+    )
+    with session_scope() as session:
+        check_owner(session, params)
     return _submit(JobKind.UPDATE_STATUS, params.to_params(), key)
 
 
@@ -207,10 +202,12 @@ def update_params(
     ids_file: str | Path | None,
     created_before: str | None,
     dry_run: bool,
+    table: str | None = None,
+    where: dict[str, str] | Sequence[tuple[str, str]] | None = None,
 ) -> UpdateParams:
-    """A status update's validated params, but for the owner (shared with worker.aclient)."""
+    """A status update's validated params, but for its filters (shared with worker.aclient)."""
+    pairs = list(where.items()) if isinstance(where, dict) else list(where or ())
     return UpdateParams(
->>>>>>> main
         to_status=to_status,
         from_statuses=tuple(dict.fromkeys(from_statuses)),
         owner_email=owner_email.strip().lower() if owner_email else None,
@@ -220,19 +217,12 @@ def update_params(
         table=table or updates.EXAMPLE_TABLE,
         where=tuple((str(k), str(v)) for k, v in pairs),
     )
-<<<<<<< HEAD
-    if params.filters():
-        with session_scope() as session:
-            updates.check_filters(session, params)
-    return _submit(JobKind.UPDATE_STATUS, params.to_params(), key)
-=======
 
 
 def check_owner(session: Session, params: UpdateParams) -> None:
-    """UsageError unless the update's owner (if any) is a user."""
-    if params.owner_email is not None and not bulkload.owner_ids(session, [params.owner_email]):
-        raise UsageError(f"--owner {params.owner_email!r}: no user with that email")
->>>>>>> main
+    """UsageError for a filter naming a parent that does not exist (``--owner`` too)."""
+    if params.filters():
+        updates.check_filters(session, params)
 
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")

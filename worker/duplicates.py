@@ -17,6 +17,7 @@ PostgreSQL, so memory does not grow with the file.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -29,7 +30,7 @@ from typing import Any, BinaryIO, Protocol
 from sqlalchemy import text
 from sqlmodel import Session
 
-from worker import parsing, validation
+from worker import parsing
 from worker.db import copy_int_rows
 from worker.ledger import RejectedRow
 
@@ -40,8 +41,11 @@ _KEY_COLUMNS = ("digest", "line", "chunk_no", "start", '"end"')
 
 
 class _Row(Protocol):
-    line: int
-    raw: str
+    @property
+    def line(self) -> int: ...
+
+    @property
+    def raw(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -67,13 +71,25 @@ def digest(key: Sequence[str]) -> int:
 KeyRow = tuple[int, int, int, int, int]
 
 
+@dataclass(frozen=True)
+class FileKey:
+    """How a file's records give their natural key before validation."""
+
+    columns: tuple[str, ...]  # the file columns it is made of
+    # their raw values, in order -> the key a valid row would have (None: no valid key)
+    make: Callable[[Sequence[Any]], tuple[Any, ...] | None]
+
+    def of(self, values: dict[str, str]) -> tuple[Any, ...] | None:
+        return self.make([values.get(name) for name in self.columns])
+
+
 def plan(
     session: Session,
     job_id: int,
     path: Any,
     fmt: str,
     header: list[str],
-    table: str,
+    key: FileKey,
     rows_per_chunk: int,
 ) -> list[parsing.ChunkSpan]:
     """Cut the file into chunks and record its repeated keys, in one pass.
@@ -91,7 +107,7 @@ def plan(
         session.execute(text(f"TRUNCATE {_PLAN_KEYS}"))
         spans.clear()
         try:
-            _key_pass(session, records(path, fmt, header, table), rows_per_chunk, spans)
+            _key_pass(session, records(path, fmt, header, key), rows_per_chunk, spans)
             break
         except _Unusual:
             continue  # the file needs the scanner's record-by-record reading
@@ -142,15 +158,15 @@ def _key_pass(
     copy_int_rows(session, _PLAN_KEYS, _KEY_COLUMNS, batch)
 
 
-def _scanned_records(path: Any, fmt: str, header: list[str], table: str) -> _Keyed:
+def _scanned_records(path: Any, fmt: str, header: list[str], key: FileKey) -> _Keyed:
     """Every record as the chunks' scanner reads it (any file, slower)."""
     for located in parsing.scan_records(path, fmt, header):
         rec = located.record
-        key = validation.raw_key(table, rec.values) if rec.values is not None else None
-        yield rec.line, located.start, located.end, key
+        found = key.of(rec.values) if rec.values is not None else None
+        yield rec.line, located.start, located.end, found
 
 
-def _fast_records(path: Any, fmt: str, header: list[str], table: str) -> _Keyed:
+def _fast_records(path: Any, fmt: str, header: list[str], key: FileKey) -> _Keyed:
     """The common file, parsed in large blocks by the csv module (or json), in C.
 
     Only the keys matter here, so a bad record needs no care: it has a wrong
@@ -158,10 +174,10 @@ def _fast_records(path: Any, fmt: str, header: list[str], table: str) -> _Keyed:
     scanner's, so where the csv module could cut records otherwise (a lone CR,
     text after a closing quote) this raises :class:`_Unusual`.
     """
-    names = validation.key_columns(table)
+    names = key.columns
     with path.open("rb") as f:
         if fmt != "csv":
-            yield from _jsonl_records(f, names, table)
+            yield from _jsonl_records(f, key)
             return
         _, pos = parsing.read_header(path, fmt)
         f.seek(0)
@@ -172,7 +188,7 @@ def _fast_records(path: Any, fmt: str, header: list[str], table: str) -> _Keyed:
             return  # no key column: check_header refuses such a file anyway
         width = len(header)
         pick = operator.itemgetter(*picks) if len(picks) > 1 else lambda f: (f[picks[0]],)
-        make_key = validation.key_maker(table)
+        make_key = key.make
         carry = b""
         while True:
             block = f.read(_BLOCK_BYTES)
@@ -201,8 +217,8 @@ def _fast_records(path: Any, fmt: str, header: list[str], table: str) -> _Keyed:
                 for fields in reader:
                     here = reader.line_num
                     if fields:
-                        key = make_key(pick(fields)) if len(fields) == width else None
-                        yield line + prev, pos + offset(prev), pos + offset(here), key
+                        found = make_key(pick(fields)) if len(fields) == width else None
+                        yield line + prev, pos + offset(prev), pos + offset(here), found
                     prev = here
             except csv.Error as exc:
                 if not block or "unexpected end of data" not in str(exc):
@@ -213,17 +229,17 @@ def _fast_records(path: Any, fmt: str, header: list[str], table: str) -> _Keyed:
             line += prev
 
 
-def _jsonl_records(f: BinaryIO, names: tuple[str, ...], table: str) -> _Keyed:
+def _jsonl_records(f: BinaryIO, key: FileKey) -> _Keyed:
     pos = parsing.body_start(f)
     f.seek(pos)
     for line, raw in enumerate(f, start=1):
         end = pos + len(raw)
         if raw.strip():
-            yield line, pos, end, _json_key(raw.decode("utf-8", "surrogateescape"), names, table)
+            yield line, pos, end, _json_key(raw.decode("utf-8", "surrogateescape"), key)
         pos = end
 
 
-def _json_key(text_line: str, names: tuple[str, ...], table: str) -> tuple[str, ...] | None:
+def _json_key(text_line: str, key: FileKey) -> tuple[Any, ...] | None:
     try:  # as worker.parsing reads a JSON record
         obj = json.loads(text_line, strict=False)
     except (ValueError, RecursionError):
@@ -231,13 +247,13 @@ def _json_key(text_line: str, names: tuple[str, ...], table: str) -> tuple[str, 
     if not isinstance(obj, dict):
         return None
     values = {}
-    for name in names:
+    for name in key.columns:
         value = obj.get(name)
         if isinstance(value, str):
             values[name] = value
         elif isinstance(value, bool | int | float):
             values[name] = str(value)
-    return validation.raw_key(table, values)
+    return key.of(values)
 
 
 def decide(
@@ -246,11 +262,14 @@ def decide(
     chunk_no: int,
     rows: Sequence[_Row],
     mode: str,
-    key: Callable[[Any], tuple[str, ...]],
+    key: Callable[[Any], Any],
     reread: Callable[[list[tuple[int, int, int]]], dict[int, Any]],
+    key_column: str,
 ) -> Decision:
     """Apply the sequential-pass rule to a chunk's valid ``rows``.
 
+    ``key(row)`` is a row's natural key; a later copy's reject points at
+    ``key_column``.
     ``reread([(line, start, end), ...])`` returns the valid row for each of
     those records of the file that is valid (other chunks' records).
     """
@@ -296,18 +315,27 @@ def decide(
             superseded += 1
         else:
             reason = f"duplicate of line {min(rivals)} in this file"
-            rejects.append(RejectedRow(row.line, _key_column(row), reason, row.raw))
+            rejects.append(RejectedRow(row.line, key_column, reason, row.raw))
     return Decision(keep, rejects, superseded)
-
-
-def _key_column(row: Any) -> str:
-    return "title" if hasattr(row, "title") else "email"
 
 
 def read_records(
     path: Any, fmt: str, header: list[str], spans: list[tuple[int, int, int]]
 ) -> Iterator[parsing.Record]:
-    """The records at these (line, start, end) byte ranges of the file."""
-    for line, start, end in spans:
-        span = parsing.ChunkSpan(0, start, end, line, 1)
-        yield from parsing.read_chunk(path, fmt, span, header)
+    """The records at these (line, start, end) byte ranges of the file (opened once)."""
+    with path.open("rb") as f:
+        for line, start, end in spans:
+            span = parsing.ChunkSpan(0, start, end, line, 1)
+            source: Any = _Opened(f)  # parsing reads any object with open()
+            yield from parsing.read_chunk(source, fmt, span, header)
+
+
+class _Opened:
+    """An open file as a :mod:`worker.parsing` source: each open reads the same descriptor."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+
+    @contextlib.contextmanager
+    def open(self, mode: str = "rb") -> Iterator[BinaryIO]:
+        yield self._f

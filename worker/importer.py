@@ -17,14 +17,14 @@ rejected (``read`` is their sum).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlmodel import Session
 
-from worker import bulkload, duplicates, loader, parsing, uploads, validation
+from worker import duplicates, loader, lookups, parsing, target_rows, targets, uploads
 from worker.config import get_settings
 from worker.errors import UsageError
 from worker.ledger import ChunkCounts, RejectedRow
@@ -32,7 +32,6 @@ from worker.models import Job, JobKind
 from worker.runner import ChunkResult
 from worker.source import ConfinedFile
 
-TABLES = ("todos", "users")
 MODES = ("insert", "upsert", "skip")
 
 
@@ -47,8 +46,7 @@ class ImportParams:
     max_error_rate: float | None = None
 
     def __post_init__(self) -> None:
-        if self.table not in TABLES:
-            raise UsageError(f"--table must be one of {', '.join(TABLES)}, not {self.table!r}")
+        targets.get(self.table)  # a UsageError names the known tables
         if self.format not in parsing.FORMATS:
             expected = ", ".join(parsing.FORMATS)
             raise UsageError(f"--format must be one of {expected}, not {self.format!r}")
@@ -84,6 +82,21 @@ class ImportParams:
         )
 
 
+@functools.lru_cache(maxsize=32)
+def _validator(target: targets.TargetSpec) -> target_rows.RowValidator:
+    """A target's validator, its converters compiled once per process."""
+    return target_rows.RowValidator(target)
+
+
+@functools.lru_cache(maxsize=32)
+def _table_spec(target: targets.TargetSpec) -> loader.TableSpec:
+    return target.to_table_spec()  # type: ignore[no-any-return]
+
+
+def _file_key(target: targets.TargetSpec) -> duplicates.FileKey:
+    return duplicates.FileKey(target.key_file_columns, target_rows.raw_key_maker(target))
+
+
 def guess_format(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
     return "jsonl" if suffix in {".jsonl", ".ndjson", ".json"} else "csv"
@@ -98,10 +111,17 @@ class ImportOperation:
         real = uploads.open_source(job.params)
         identity = real.identity.to_json() if isinstance(real, ConfinedFile) else None
         header, _ = parsing.read_header(real, p.format)
+        target = targets.get(p.table)
         if p.format == "csv":
-            validation.check_header(p.table, header)
+            target_rows.check_header(target, header)
         spans = duplicates.plan(
-            session, job.id, real, p.format, header, p.table, get_settings().bulkops_chunk_size
+            session,
+            job.id,
+            real,
+            p.format,
+            header,
+            _file_key(target),
+            get_settings().bulkops_chunk_size,
         )
         return [
             {
@@ -131,40 +151,31 @@ class ImportOperation:
             records=int(spec["records"]),
         )
         records = list(parsing.read_chunk(real, p.format, span, header))
-        todos = p.table == "todos"
-        validate: Callable[..., tuple[list[Any], list[validation.RowError]]] = (
-            validation.validate_todos if todos else validation.validate_users
-        )
-        rows, errors = validate(records, dedupe=False)
-        ids: dict[str, int] = {}
-        if todos:
-            ids = bulkload.owner_ids(session, [r.owner_email for r in rows])
-            errors += [
-                validation.RowError(
-                    r.line, "owner_email", f"unknown owner {r.owner_email!r}", r.raw
-                )
-                for r in rows
-                if r.owner_email not in ids
-            ]
-            rows = [r for r in rows if r.owner_email in ids]
+        target = targets.get(p.table)
+        validator = _validator(target)
+        rows, errors = validator.validate(records, dedupe=False)
+        resolved, unknown = lookups.resolve(session, target, rows)  # parents by natural key
+        errors += unknown
+        by_line = {r.line: r for r in rows}
 
         def reread(spans: list[tuple[int, int, int]]) -> dict[int, Any]:
             others = duplicates.read_records(real, p.format, header, spans)
-            return {r.line: r for r in validate(list(others), dedupe=False)[0]}
+            return {r.line: r for r in validator.validate(others, dedupe=False)[0]}
 
-        key = validation.todo_key if todos else validation.user_key
-        decision = duplicates.decide(session, job.id, span.chunk_no, rows, p.mode, key, reread)
-        load: list[loader.Record]
-        if todos:
-            load = [
-                (r.line, (r.title, r.status, ids[r.owner_email], r.created_at))
-                for r in decision.keep
-            ]
-        else:
-            load = [(r.line, (r.email, r.name)) for r in decision.keep]
-        spec_ = loader.TODOS if todos else loader.USERS
+        decision = duplicates.decide(
+            session,
+            job.id,
+            span.chunk_no,
+            [by_line[line] for line, _ in resolved],
+            p.mode,
+            lambda r: validator.key(r.values),
+            reread,
+            target.key_file_columns[0],
+        )
+        kept = {r.line for r in decision.keep}
+        load = [record for record in resolved if record[0] in kept]
         raw = {r.line: r.raw for r in decision.keep}
-        outcome = loader.load(session, spec_, load, raw, p.mode, p.dry_run)
+        outcome = loader.load(session, _table_spec(target), load, raw, p.mode, p.dry_run)
         rejects = [RejectedRow(e.line, e.column, e.reason, e.raw) for e in errors]
         rejects += decision.rejects + outcome.rejects
         counts = ChunkCounts(

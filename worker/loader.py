@@ -58,6 +58,7 @@ _MIN_WINDOW = 64
 # next one goes to staging first instead of paying for an optimistic COPY that
 # will fail (re-imports and upserts conflict on every chunk; fresh loads never).
 _stage_first: dict[str, bool] = {}
+_CLOCKS = frozenset({"now()", "current_timestamp", "transaction_timestamp()", "localtimestamp"})
 
 Record = tuple[int, tuple[Any, ...]]  # (line, values in TableSpec.columns order)
 
@@ -73,12 +74,22 @@ class TableSpec:
     updatable: tuple[str, ...]  # what an upsert may change
     key_label: str  # for messages
     key_column: str  # the input column a conflict reject points at
-    # Columns whose missing value (None) means "the table's default": COPY gets
-    # the chunk's clock, staging keeps NULL so an upsert leaves the row's value.
+    # Columns whose missing value (None) means "the table's default", and that
+    # default's SQL (parallel): staging keeps NULL, so an upsert leaves the
+    # row's value; an insert takes the default. A clock (now()) is filled in
+    # by COPY itself, one instant per chunk as now() is one per transaction.
     defaults: tuple[str, ...] = ()
+    default_sql: tuple[str, ...] = ()
 
     def insert_expr(self, column: str) -> str:
-        return f"coalesce({column}, now())" if column in self.defaults else column
+        if column not in self.defaults:
+            return column
+        return f"coalesce({column}, {self.default_sql[self.defaults.index(column)]})"
+
+    def is_clock(self, column: str) -> bool:
+        """Its default is the transaction's time, which COPY can fill in itself."""
+        sql = self.default_sql[self.defaults.index(column)].lower().replace(" ", "")
+        return sql in _CLOCKS
 
     @property
     def staging(self) -> str:
@@ -94,6 +105,7 @@ TODOS = TableSpec(
     key_label="a todo with this title for this owner",
     key_column="title",
     defaults=("created_at",),
+    default_sql=("now()",),
 )
 USERS = TableSpec(
     table="users",
@@ -138,7 +150,8 @@ def _load(
         try:
             with savepoint(session):
                 inserted = _copy_new(session, spec, records)
-            return LoadOutcome(inserted=inserted)
+            if inserted is not None:
+                return LoadOutcome(inserted=inserted)
         except DataError:
             _stage_first[spec.table] = True
     outcome = LoadOutcome()
@@ -163,23 +176,37 @@ def _load(
     )
 
 
-def _copy_new(session: Session, spec: TableSpec, records: Sequence[Record]) -> int:
-    """COPY records straight into the table; defaulted columns no row gives are left out."""
-    slots = [i for i, c in enumerate(spec.columns) if c in spec.defaults]
-    if slots and all(values[i] is None for _, values in records for i in slots):
-        keep = [i for i in range(len(spec.columns)) if i not in slots]
-        columns = [spec.columns[i] for i in keep]
-        pick = operator.itemgetter(*keep)
-        rows = [pick(values) if len(keep) > 1 else (pick(values),) for _, values in records]
-        return copy_rows(session, spec.table, columns, rows)
-    return copy_rows(session, spec.table, spec.columns, _with_defaults(spec, records))
+def _copy_new(session: Session, spec: TableSpec, records: Sequence[Record]) -> int | None:
+    """COPY records straight into the table; None when they need staging instead.
+
+    A defaulted column no row gives is left out (the table applies its
+    default); one some rows give is filled in with the chunk's clock if its
+    default is a clock, else the records go through staging (coalesce).
+    """
+    given = [
+        i
+        for i, c in enumerate(spec.columns)
+        if c not in spec.defaults or any(values[i] is not None for _, values in records)
+    ]
+    partial = [spec.columns[i] for i in given if spec.columns[i] in spec.defaults]
+    if any(not spec.is_clock(c) for c in partial):
+        return None
+    columns = [spec.columns[i] for i in given]
+    if len(given) < len(spec.columns):
+        pick = operator.itemgetter(*given)
+        rows = [pick(values) if len(given) > 1 else (pick(values),) for _, values in records]
+        records = [(line, row) for (line, _), row in zip(records, rows, strict=True)]
+    return copy_rows(session, spec.table, columns, _with_clock(spec, columns, records))
 
 
-def _with_defaults(spec: TableSpec, records: Sequence[Record]) -> list[tuple[Any, ...]]:
-    now = datetime.now(UTC)  # one instant per chunk, as now() is one per transaction
-    slots = [i for i, c in enumerate(spec.columns) if c in spec.defaults]
+def _with_clock(
+    spec: TableSpec, columns: Sequence[str], records: Sequence[Record]
+) -> list[tuple[Any, ...]]:
+    """The values of ``records`` (in ``columns`` order), a missing clock-defaulted one filled in."""
+    slots = [i for i, c in enumerate(columns) if c in spec.defaults]
     if not slots:
         return [v for _, v in records]
+    now = datetime.now(UTC)  # one instant per chunk, as now() is one per transaction
     out = []
     for _, values in records:
         if any(values[i] is None for i in slots):
@@ -438,8 +465,10 @@ def _trial(session: Session, attempt: Callable[[], object]) -> DataError | None:
 
 def _trial_copy(session: Session, spec: TableSpec, rows: list[Record]) -> dict[int, str]:
     """Refused lines among new ``rows``, by COPYs whose errors name the line."""
+    if not all(spec.is_clock(c) for c in spec.defaults):  # COPY cannot apply the others
+        return _trial_halves(session, spec, [line for line, _ in rows], "insert")
     refused: dict[int, str] = {}
-    values = _with_defaults(spec, rows)
+    values = _with_clock(spec, spec.columns, rows)
     pos, window = 0, len(rows)
     while pos < len(rows):
         part = values[pos : pos + window]

@@ -276,6 +276,7 @@ class TargetSpec:
         defaults = tuple(
             name for name in cols if name in by_table and by_table[name].default_sql is not None
         )
+        default_sql = tuple(str(by_table[name].default_sql) for name in defaults)
         return TableSpec(
             table=self.table.name,
             columns=cols,
@@ -285,6 +286,7 @@ class TargetSpec:
             key_label=self.key_label,
             key_column=self.key_file_columns[0],
             defaults=defaults,
+            default_sql=default_sql,
         )
 
 

@@ -135,8 +135,8 @@ def test_absolute_path_inside_the_root_is_accepted(
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"table": "projects"}, "--table must be one of todos, users, not 'projects'"),
-        ({"table": "todos; DROP TABLE users"}, "--table must be one of"),
+        ({"table": "projects"}, "unknown table 'projects'; known tables: users, todos"),
+        ({"table": "todos; DROP TABLE users"}, "unknown table 'todos; DROP TABLE users'"),
         ({"mode": "replace"}, "--mode must be one of insert, upsert, skip, not 'replace'"),
         ({"format": "xml"}, "--format must be one of csv, jsonl, not 'xml'"),
         ({"max_errors": -1}, "--max-errors must be 0 or more"),

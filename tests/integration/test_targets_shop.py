@@ -277,3 +277,136 @@ def test_cli_seed_and_update_status_take_the_table(shop_worker: Any, shop: dict[
         text=True,
     )
     assert bad.returncode == 2 and "unknown status 'x'" in bad.stderr
+
+
+def _shop_parents() -> None:
+    with db.session_scope() as s:
+        s.execute(
+            text(
+                "INSERT INTO shop_categories (slug, name) VALUES ('home', 'Home'), "
+                "('garden', 'Garden')"
+            )
+        )
+        s.execute(
+            text(
+                "INSERT INTO shop_suppliers (code, name) VALUES ('ACME', 'Acme'), "
+                "('GLOBEX', 'Globex')"
+            )
+        )
+        s.execute(
+            text(
+                "INSERT INTO shop_warehouses (region, code, city) VALUES "
+                "('eu', 'W1', 'Lyon'), ('us', 'W1', 'Austin')"
+            )
+        )
+
+
+PRODUCT_HEADER = (
+    "sku,ref,name,price,status,attributes,tags,released_on,in_stock,weight_kg,stock,"
+    "category_slug,supplier,warehouse_region,warehouse_code\n"
+)
+
+
+def _product(i: int, **changes: str) -> dict[str, str]:
+    row = {
+        "sku": str(uuid_for(i)),
+        "ref": f"R{i:05d}",
+        "name": f"Product, no. {i}",
+        "price": f"{i % 90 + 0.5:.2f}",
+        "status": ("draft", "active")[i % 2],
+        "attributes": json.dumps({"colour": "red", "n": i}),
+        "tags": json.dumps(["a", "b"]),
+        "released_on": "2026-03-01",
+        "in_stock": ("true", "no")[i % 2],
+        "weight_kg": "1.25",
+        "stock": str(i % 7),
+        "category_slug": ("home", "garden")[i % 2],
+        "supplier": ("ACME", "GLOBEX")[i % 2],
+        "warehouse_region": ("eu", "us", "")[i % 3],
+        "warehouse_code": ("W1", "W1", "")[i % 3],
+    }
+    return {**row, **changes}
+
+
+def uuid_for(i: int) -> Any:
+    import uuid
+
+    return uuid.UUID(int=i + 1)
+
+
+def _product_csv(rows: list[dict[str, str]]) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=PRODUCT_HEADER.strip().split(","), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def test_import_products_through_the_generic_path(shop_worker: Any, import_root: Path) -> None:
+    # Given the shop's parents and 2,100 products (3 chunks of 1,000) with one bad
+    # value of each kind and a key repeated two chunks later
+    _shop_parents()
+    rows = [_product(i) for i in range(2100)]
+    bad = {
+        10: {"price": "12.345"},  # more decimals than numeric(10, 2)
+        11: {"price": "-5.00"},  # the table's own CHECK (price >= 0) refuses it
+        12: {"status": "gone"},
+        13: {"sku": "not-a-uuid"},
+        14: {"attributes": "[1, 2]"},  # an object is declared
+        15: {"category_slug": "kitchen"},  # no such parent
+        16: {"warehouse_region": "eu", "warehouse_code": ""},  # half a composite lookup
+        17: {"released_on": "2026-02-30"},
+        18: {"in_stock": "maybe"},
+    }
+    for i, change in bad.items():
+        rows[i] = _product(i, **change)
+    rows[2050] = _product(
+        2050, ref="R00007", supplier="GLOBEX", price="99.00"
+    )  # line 2052 = line 9
+    (import_root / "products.csv").write_text(_product_csv(rows))
+    # When it is imported into the products target
+    s = client.wait(client.submit_import("products.csv", table="products"), timeout=180)
+    # Then every bad line is one reject naming its column, the rest load once
+    assert (s.state, s.rows_read, s.rows_inserted, s.rows_rejected) == (
+        "partially_succeeded",
+        2100,
+        2100 - len(bad) - 1,
+        len(bad) + 1,
+    )
+    rejects = {r.line: r for r in client.rejects(s.id)}
+    columns = {line: r.column for line, r in rejects.items()}
+    assert columns == {
+        12: "price",
+        13: None,
+        14: "status",
+        15: "sku",
+        16: "attributes",
+        17: "category_slug",
+        18: "warehouse_region",
+        19: "released_on",
+        20: "in_stock",
+        2052: "supplier",
+    }
+    assert "price_not_negative" in rejects[13].reason
+    assert rejects[2052].reason == "duplicate of line 9 in this file"
+    assert "kitchen" in rejects[17].reason
+    with db.session_scope() as sess:
+        one = sess.execute(
+            text(
+                "SELECT p.price, p.status::text, p.attributes, p.in_stock, c.slug, w.region "
+                "FROM shop_products p JOIN shop_categories c ON c.id = p.category_id "
+                "LEFT JOIN shop_warehouses w ON w.id = p.warehouse_id WHERE p.ref = 'R00004'"
+            )
+        ).one()
+    assert one == (Decimal("4.50"), "draft", {"colour": "red", "n": 4}, True, "home", "us")
+    assert _count("shop_products") == 2100 - len(bad) - 1
+    # And an upsert of changed prices updates them, leaving identical rows alone
+    again = [_product(i, price="1.00") if i < 100 else _product(i) for i in range(19, 300)]
+    (import_root / "prices.csv").write_text(_product_csv(again))
+    u = client.wait(
+        client.submit_import("prices.csv", table="products", mode="upsert"), timeout=180
+    )
+    assert (u.state, u.rows_updated, u.rows_skipped, u.rows_rejected) == ("succeeded", 81, 200, 0)

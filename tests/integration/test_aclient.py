@@ -101,7 +101,7 @@ async def test_refusals_happen_before_any_job(aenv: dict[str, str]) -> None:
     write(Path(aenv["BULKOPS_IMPORT_ROOT"]), "t.csv", "title,status,owner_email\n")
     with pytest.raises(UsageError):
         await aclient.submit_import("t.csv", mode="replace")
-    with pytest.raises(UsageError, match="no user with that email"):
+    with pytest.raises(UsageError, match="no users row with that email"):
         await aclient.submit_update_status("completed", owner_email="nobody@example.com")
     with pytest.raises(JobNotFound):
         await aclient.summary(424242)

@@ -75,7 +75,7 @@ def test_every_dashboard_query_names_a_served_metric(worker: Any) -> None:
 
 
 def test_rows_and_chunks_counters_are_the_ledger_totals(worker: Any) -> None:
-    # Given two seed jobs (one chunk of 5 users x 3 todos each)
+    # Given two seed jobs (5 users x 3 todos each: a chunk of users, one of todos)
     for seed in (1, 2):
         assert client.wait(client.submit_seed(5, 3, seed), timeout=120).state == "succeeded"
     # Then the counters are the sums of the jobs' counters, every kind and outcome served
@@ -85,7 +85,7 @@ def test_rows_and_chunks_counters_are_the_ledger_totals(worker: Any) -> None:
     assert rows[("seed", "rejected")] == 0
     assert rows[("import", "read")] == 0  # served before the first import, so rate() sees it
     chunks = {s.labels["kind"]: s.value for s in served["bulkops_chunks_total"]}
-    assert chunks["seed"] == 2
+    assert chunks["seed"] == 4
     by_kind = {
         (s.labels["kind"], s.labels["state"]): s.value for s in served["bulkops_jobs_by_kind"]
     }

@@ -66,7 +66,7 @@ def test_send_task_runs_an_import_and_the_same_key_gives_one_job(
 @pytest.mark.parametrize(
     ("kind", "params", "error"),
     [
-        ("import", {"path": "todos.csv", "table": "projects"}, "unknown table .projects."),
+        ("import", {"path": "todos.csv", "table": "projects"}, "unknown table 'projects'"),
         ("import", {"path": "/etc/passwd"}, "outside the import root"),
         ("import", {"path": "missing.csv"}, "no such file under the import root"),
         ("import", {"file": "todos.csv"}, "unknown parameter(s) file"),

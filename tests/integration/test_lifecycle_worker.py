@@ -59,13 +59,14 @@ def test_redis_lost_while_chunks_fan_out_is_retried_and_nothing_doubles(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(seed_chunk, "apply_async", flaky)
-    # When 30 users x 70 todos are seeded (3 chunks at chunk size 1000)
+    # When 30 users x 70 todos are seeded (chunk size 1000: one chunk of users,
+    # sent first, then 3 of todos)
     summary = client.wait(client.submit_seed(30, 70, 7), timeout=120)
     # Then the job task retried (a broker error is transient) and finished exactly
     assert refused == [1, 1]
     assert summary.state == "succeeded", summary.error
     assert (summary.rows_read, summary.rows_inserted, summary.rows_skipped) == (2130, 2130, 0)
-    assert summary.chunks_done == summary.chunks_total == 3
+    assert summary.chunks_done == summary.chunks_total == 4
     assert _counts() == (30, 2100)
 
 
@@ -143,18 +144,25 @@ def test_a_large_ids_file_keeps_the_json_summary_small(worker: Any, import_root:
     assert len(json.dumps(s.to_dict())) < 2000
 
 
-def test_seed_plan_writes_no_users_each_chunk_seeds_its_own(bulkops_env: Any) -> None:
-    # Given a seed job of 30 users x 70 todos, planned
+def test_seed_plan_writes_nothing_and_parents_come_first(bulkops_env: Any) -> None:
+    from worker.seeding import ParentsNotSeeded
+
+    # Given a seed job of 30 users x 70 todos (written as before targets existed), planned
     job_id = ledger.submit(
         "seed", {"users": 30, "todos_per_user": 70, "random_seed": 7}, lambda j, t: None
     )
     sent: list[int] = []
-    assert runner.start_job(job_id, SEED, lambda j, c: sent.append(c)) == 3
-    # Then the plan wrote nothing: users come with their todos, chunk by chunk
+    assert runner.start_job(job_id, SEED, lambda j, c: sent.append(c)) == 4
+    # Then the plan wrote nothing, and the parents' chunk is sent first
+    assert _counts() == (0, 0)
+    assert sent == [0, 1, 2, 3]
+    # When a todos chunk runs before the users' chunk committed, it is retried later
+    # (a transient error) and writes nothing
+    with pytest.raises(ParentsNotSeeded):
+        runner.run_chunk(job_id, 2, SEED)
     assert _counts() == (0, 0)
     runner.run_chunk(job_id, 0, SEED)
-    users_after_first, todos_after_first = _counts()
-    assert 0 < users_after_first < 30 and todos_after_first == users_after_first * 70
+    assert _counts() == (30, 0)
     for n in sent[1:]:
         runner.run_chunk(job_id, n, SEED)
     s = ledger.get_summary(job_id)

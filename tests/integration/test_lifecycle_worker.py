@@ -52,15 +52,14 @@ def test_redis_lost_while_chunks_fan_out_is_retried_and_nothing_doubles(
     refused: list[Any] = []
 
     def flaky(*args: Any, **kwargs: Any) -> Any:
-        chunk_no = kwargs["args"][1]
+        chunk_no = kwargs["kwargs"]["chunk_no"]
         if chunk_no >= 1 and len(refused) < 2:
             refused.append(chunk_no)
             raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(seed_chunk, "apply_async", flaky)
-    # When 30 users x 70 todos are seeded (chunk size 1000: one chunk of users,
-    # sent first, then 3 of todos)
+    # When 30 users x 70 todos are seeded (users in 1 chunk, todos in 3 at chunk size 1000)
     summary = client.wait(client.submit_seed(30, 70, 7), timeout=120)
     # Then the job task retried (a broker error is transient) and finished exactly
     assert refused == [1, 1]
@@ -145,23 +144,15 @@ def test_a_large_ids_file_keeps_the_json_summary_small(worker: Any, import_root:
 
 
 def test_seed_plan_writes_nothing_and_parents_come_first(bulkops_env: Any) -> None:
-    from worker.seeding import ParentsNotSeeded
-
-    # Given a seed job of 30 users x 70 todos (written as before targets existed), planned
+    # Given a seed job of 30 users x 70 todos, planned
     job_id = ledger.submit(
         "seed", {"users": 30, "todos_per_user": 70, "random_seed": 7}, lambda j, t: None
     )
     sent: list[int] = []
     assert runner.start_job(job_id, SEED, lambda j, c: sent.append(c)) == 4
-    # Then the plan wrote nothing, and the parents' chunk is sent first
+    # Then the plan wrote nothing; the users' chunk comes first, then the todos'
     assert _counts() == (0, 0)
-    assert sent == [0, 1, 2, 3]
-    # When a todos chunk runs before the users' chunk committed, it is retried later
-    # (a transient error) and writes nothing
-    with pytest.raises(ParentsNotSeeded):
-        runner.run_chunk(job_id, 2, SEED)
-    assert _counts() == (0, 0)
-    runner.run_chunk(job_id, 0, SEED)
+    runner.run_chunk(job_id, sent[0], SEED)
     assert _counts() == (30, 0)
     for n in sent[1:]:
         runner.run_chunk(job_id, n, SEED)

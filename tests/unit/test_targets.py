@@ -114,11 +114,13 @@ def test_unknown_table_lists_the_known_ones() -> None:
         SHOP.get("todos")
 
 
-class _Own(SQLModel, registry=registry()):
-    """Tables of this module's own metadata (bulkops's SQLModel.metadata must not see them)."""
+class _OwnModel(SQLModel, registry=registry()):
+    """This module's own metadata: bulkops's (SQLModel.metadata) must hold only its tables."""
 
 
-class Loose(_Own, table=True):
+class Loose(_OwnModel, table=True):
+    """A table of this test module's own."""
+
     __tablename__ = "loose_things"
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(max_length=10)

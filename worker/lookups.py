@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from worker.target_rows import TypedRow
-from worker.targets import LookupSpec, TargetSpec
+from worker.targets import LookupSpec, TargetSpec, staging_type
 from worker.validation import RowError
 
 Key = tuple[Any, ...]
@@ -32,7 +32,7 @@ def parent_ids(
     if not wanted:
         return {}
     parent = spec.table.metadata.tables[lookup.parent]
-    types = [_array_type(parent.c[b].type) for b in lookup.by]
+    types = [staging_type(parent.c[b]) for b in lookup.by]
     names = [f"k{i}" for i in range(len(lookup.by))]
     unnest = ", ".join(f"CAST(:{n} AS {t}[])" for n, t in zip(names, types, strict=True))
     on = " AND ".join(f"p.{b} = u.{n}" for b, n in zip(lookup.by, names, strict=True))
@@ -52,15 +52,6 @@ def parent_ids(
         original = by_text.get(tuple(str(v) for v in key), key)
         found[original] = int(row[-1])
     return found
-
-
-def _array_type(sa_type: Any) -> str:
-    from sqlalchemy import String
-    from sqlalchemy.dialects import postgresql
-
-    if isinstance(sa_type, String):
-        return "text"
-    return str(sa_type.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
 
 
 def _label(lookup: LookupSpec) -> str:

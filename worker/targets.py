@@ -272,7 +272,7 @@ class TargetSpec:
 
         cols = self.load_columns
         by_table = {c.table_column: c for c in self.columns if c.table_column}
-        types = tuple(_staging_type(self.table.c[name]) for name in cols)
+        types = tuple(staging_type(self.table.c[name]) for name in cols)
         defaults = tuple(
             name for name in cols if name in by_table and by_table[name].default_sql is not None
         )
@@ -290,7 +290,8 @@ class TargetSpec:
         )
 
 
-def _staging_type(column: SAColumn[Any]) -> str:
+def staging_type(column: SAColumn[Any]) -> str:
+    """The column's type for staging tables and bound arrays (``text`` for any string)."""
     t = column.type
     while isinstance(t, TypeDecorator):
         t = t.impl_instance
@@ -374,7 +375,7 @@ def _column_spec(column: SAColumn[Any], name: str | None = None, owned: bool = T
     file_name = name or column.name
     return ColumnSpec(
         name=file_name,
-        sql_type=_staging_type(column),
+        sql_type=staging_type(column),
         required=not column.nullable and not has_default,
         nullable=bool(column.nullable),
         default=default,

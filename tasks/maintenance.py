@@ -7,9 +7,10 @@ from typing import Any
 from celery.utils.log import get_task_logger
 
 from worker.app import app
-from worker.client import send_job
+from worker.client import JOB_TASKS, send_job
 from worker.config import get_settings
 from worker.models import JobKind
+from worker.orphans import restore_orphans
 from worker.queues import IMPORTS, UPDATES
 from worker.recovery import recover_stuck_jobs as recover
 
@@ -29,13 +30,24 @@ def send_chunk(kind: str, job_id: int, chunk_no: int) -> None:
     app.send_task(name, args=[job_id, chunk_no], queue=queue, ignore_result=True)
 
 
+# The ledger's tasks: a second delivery of any of them is a no-op.
+LEDGER_TASKS = frozenset(name for name, _ in (*JOB_TASKS.values(), *CHUNK_TASKS.values()))
+
+
 @app.task(name="tasks.maintenance.recover_stuck_jobs")
 def recover_stuck_jobs() -> dict[str, Any]:
+    """Hand back what dead workers held, then send again what the ledger finds dead or stuck."""
     s = get_settings()
+    try:
+        orphans = restore_orphans(app, LEDGER_TASKS)
+    except Exception as exc:  # the ledger's recovery below must run whatever Redis says
+        logger.warning("dead workers' messages not restored: %s", exc)
+        orphans = []
     report = recover(s.bulkops_stuck_after_s, s.bulkops_max_attempts, send_job, send_chunk)
     return {
         "resent": report.resent,
         "failed": report.failed,
         "chunks": [list(c) for c in report.chunks],
         "cancelled": report.cancelled,
+        "restored": [[o.task, *o.args] for o in orphans],
     }

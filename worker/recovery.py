@@ -10,6 +10,11 @@ What is dead and what is stuck is defined once, next to its statements, in
 - a job queued this long, or running with nothing in flight and no progress
   this long (Redis lost its messages), is sent again;
 - a cancelling job with nothing in flight any more becomes ``cancelled``.
+
+Before this runs, the task hands back the messages dead workers had taken
+from Redis (:mod:`worker.orphans`): a job a killed worker had reserved but not
+yet claimed is ``queued`` and not stuck, so only its own message can start it
+before ``BULKOPS_STUCK_AFTER_S``.
 """
 
 from __future__ import annotations

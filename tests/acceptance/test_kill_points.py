@@ -285,6 +285,49 @@ def broker_messages(redis_url: str, queued: bool = True) -> set[tuple[str, tuple
 # overlaps the test's own set-up.
 
 
+# The claim of a queued job waits on this advisory lock (held by the test) while
+# CLAIM_GATE's trigger is installed: the job message is delivered, not yet claimed.
+CLAIM_GATE_KEY = 8_008_001
+CLAIM_GATE = (
+    "CREATE FUNCTION test_claim_gate() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN PERFORM pg_advisory_xact_lock(8008001); RETURN NEW; END $$",
+    "CREATE TRIGGER test_claim_gate BEFORE UPDATE ON jobs FOR EACH ROW "
+    "WHEN (OLD.state = 'queued' AND NEW.state = 'running') EXECUTE FUNCTION test_claim_gate()",
+)
+JOB_TASK = "tasks.imports.run_import"
+
+
+def test_killed_right_after_submit(
+    bulkops_env: dict[str, str], import_root: Path, tmp_path: Path, undisturbed: Outcome
+) -> None:
+    # The product's own recovery settings (BULKOPS_STUCK_AFTER_S 300 s): a job
+    # stuck until then would not finish within JOB_TIMEOUT_S.
+    env = {**without(bulkops_env, "BULKOPS_STUCK_AFTER_S"), "BULKOPS_CHUNK_SIZE": str(CHUNK_SIZE)}
+    with worker_proc(env, tmp_path / "killed") as first:
+        prepare(env, import_root)
+        for sql in CLAIM_GATE:
+            execute(env, sql)
+        # Given the job's message delivered to the worker, its claim not yet made
+        with HeldLocks(env, "SELECT pg_advisory_xact_lock(:k)", k=CLAIM_GATE_KEY):
+            job_id = client.submit_import(FILE)
+            _wait_for(lambda: lock_waiters(env, "%UPDATE jobs%") > 0, what="the claim to wait")
+            # When the whole worker is killed right then
+            _kill_group(first)
+        execute(env, "DROP TRIGGER test_claim_gate ON jobs")
+    assert job(env, job_id)["state"] == "queued"
+    assert (JOB_TASK, (job_id,)) in broker_messages(env["REDIS_URL"], queued=False), (
+        "the job's message must be left delivered and unacknowledged by the dead worker"
+    )
+    # Then a fresh worker and beat finish the job as an undisturbed run: the dead
+    # worker's message is handed back at once, not after the visibility timeout
+    with fresh_worker_and_beat(env, tmp_path / "fresh"):
+        wait_finished(env, job_id)
+    assert_same(outcome(env, job_id), undisturbed)
+    assert query(env, "SELECT resent_at FROM jobs WHERE id = :id", id=job_id) is None, (
+        "finished by its own message, not re-sent as a stuck job"
+    )
+
+
 def test_killed_while_planning(
     bulkops_env: dict[str, str], import_root: Path, tmp_path: Path, undisturbed: Outcome
 ) -> None:

@@ -512,7 +512,7 @@ def test_redis_restarted_while_the_job_fans_out(
     # re-sends what the restart lost within seconds.)
     env = {**env_on_private_redis, "BULKOPS_CHUNK_SIZE": str(CHUNK_SIZE)}
     broker = redis.Redis.from_url(private_redis.url)
-    with worker_proc(env, tmp_path / "w"):
+    with worker_proc(env, tmp_path / "w") as first:
         prepare(env, import_root)
         # Given a job planned while Redis holds every write: its fan-out hangs at
         # the first chunk it sends (the plan is held on a lock until Redis pauses)
@@ -529,10 +529,15 @@ def test_redis_restarted_while_the_job_fans_out(
         # When Redis restarts (without persistence) in the middle of the fan-out
         broker.close()
         private_redis.restart()
-        # Then the job ends as an undisturbed run. A fresh worker and beat are
-        # started, as in the kill tests: the first worker's main process may not
-        # survive the restart (kombu 5.7 can die in its unacked-restore on
-        # connection loss), and beat's recovery re-sends what the restart lost.
-        with fresh_worker_and_beat(env, tmp_path / "fresh"):
+        # Then the same worker (with a beat, whose recovery re-sends what the
+        # restart lost) survives it and ends the job as an undisturbed run
+        beat = celery_command("beat", "--loglevel=INFO", "-s", str(tmp_path / "beat-schedule"))
+        with background([beat], env, tmp_path / "beat"):
             wait_finished(env, job_id)
-    assert_same(outcome(env, job_id), undisturbed)
+            assert_same(outcome(env, job_id), undisturbed)
+            # and then runs the next job too
+            assert first.poll() is None, "the worker's main process died in the restart"
+            execute(env, "DELETE FROM todos")
+            job_id = client.submit_import(FILE)
+            wait_finished(env, job_id)
+            assert_same(outcome(env, job_id), undisturbed)

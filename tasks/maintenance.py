@@ -50,4 +50,5 @@ def recover_stuck_jobs() -> dict[str, Any]:
         "chunks": [list(c) for c in report.chunks],
         "cancelled": report.cancelled,
         "restored": [[o.task, *o.args] for o in orphans],
+        "pruned": report.pruned,
     }

@@ -22,7 +22,7 @@ from worker import chunks
 from worker.chunks import STATES, poison_plan
 from worker.db import get_engine, session_scope, translated
 from worker.errors import BulkopsError, JobNotFound, UsageError
-from worker.models import Job, JobReject, JobState
+from worker.models import FINISHED_STATES, Job, JobReject, JobState
 from worker.summary import ChunkCounts, JobSummary, RejectedRow, pg_text, storable, summarize
 
 __all__ = ["ChunkCounts", "JobSummary", "RejectedRow", "pg_text", "storable"]
@@ -36,7 +36,6 @@ SendFn = Callable[[int, str], None]
 PLAN_KEYS = frozenset({"chunks", "dry_run_breakdown"})
 
 
-
 def _comparable(params: dict[str, Any]) -> dict[str, Any]:
     """What makes two submits with one key the same request.
 
@@ -48,6 +47,7 @@ def _comparable(params: dict[str, Any]) -> dict[str, Any]:
     if isinstance(upload, dict):
         out["upload"] = {k: upload.get(k) for k in ("size", "sha256")}
     return out
+
 
 def submit(kind: str, params: dict[str, Any], send: SendFn, key: str | None = None) -> int:
     """Write the job row, commit, then send its message; returns the job id.
@@ -425,6 +425,37 @@ def list_jobs(limit: int = 20, state: str | None = None) -> list[JobSummary]:
                 raise UsageError(f"unknown job state {state!r}")
             query = query.where(Job.state == state)
         return [summarize(job) for job in session.exec(query).all()]
+
+
+def finished_upload(job_id: int) -> Any | None:
+    """A finished job's ``params.upload`` (where its uploaded file is); None while it runs."""
+    with session_scope() as session:
+        row = session.execute(
+            # Not the whole params: an import's holds its plan (every chunk).
+            text("SELECT state, params -> 'upload' AS upload FROM jobs WHERE id = :id"),
+            {"id": job_id},
+        ).first()
+    if row is None or row.state not in FINISHED_STATES:
+        return None
+    return row.upload
+
+
+def prune_finished() -> int:
+    """Delete what only a running job reads (its plan's repeated keys, ``job_key_dups``)
+    for every finished job; returns the rows deleted. A finished job never runs again.
+
+    (The statement on ``job_key_dups`` that belongs with its others in
+    :mod:`worker.duplicates`, which writes and reads that table.)
+    """
+    with session_scope() as session:
+        result = session.execute(
+            text(
+                "DELETE FROM job_key_dups d USING jobs j WHERE d.job_id = j.id "
+                "AND j.state = ANY(CAST(:finished AS text[]))"
+            ),
+            {"finished": sorted(FINISHED_STATES)},
+        )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def celery_task_id(job_id: int) -> str | None:

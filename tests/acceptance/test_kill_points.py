@@ -32,22 +32,19 @@ import redis
 from acceptance_support import (
     CONFIG_VARS,
     HeldLocks,
+    PrivateRedis,
     execute,
+    kill_group,
     lock_waiters,
     query,
     query_rows,
+    wait_for,
     without,
+    worker_proc,
 )
 from conftest import in_process_producers_on
 from redis_claims import refresh
 from sqlalchemy import text
-from test_faults import _kill_group, _wait_for, worker_proc
-from test_postgres_restart import private_postgres  # noqa: F401  (a fixture)
-from test_redis_restart import (  # noqa: F401  (fixtures)
-    PrivateRedis,
-    env_on_private_redis,
-    private_redis,
-)
 
 from worker import client, db, migrate
 from worker.config import reset_settings
@@ -129,7 +126,7 @@ def job(env: Mapping[str, str], job_id: int) -> dict[str, Any]:
 
 
 def wait_finished(env: Mapping[str, str], job_id: int) -> None:
-    _wait_for(
+    wait_for(
         lambda: job(env, job_id)["state"] in FINISHED_STATES,
         timeout=JOB_TIMEOUT_S,
         what=f"job {job_id} to finish",
@@ -310,9 +307,9 @@ def test_killed_right_after_submit(
         # Given the job's message delivered to the worker, its claim not yet made
         with HeldLocks(env, "SELECT pg_advisory_xact_lock(:k)", k=CLAIM_GATE_KEY):
             job_id = client.submit_import(FILE)
-            _wait_for(lambda: lock_waiters(env, "%UPDATE jobs%") > 0, what="the claim to wait")
+            wait_for(lambda: lock_waiters(env, "%UPDATE jobs%") > 0, what="the claim to wait")
             # When the whole worker is killed right then
-            _kill_group(first)
+            kill_group(first)
         execute(env, "DROP TRIGGER test_claim_gate ON jobs")
     assert job(env, job_id)["state"] == "queued"
     assert (JOB_TASK, (job_id,)) in broker_messages(env["REDIS_URL"], queued=False), (
@@ -337,12 +334,12 @@ def test_killed_while_planning(
         # Given the plan blocked at its write of the file's repeated keys (job_key_dups)
         with HeldLocks(env, "LOCK TABLE job_key_dups IN ACCESS EXCLUSIVE MODE"):
             job_id = client.submit_import(FILE)
-            _wait_for(
+            wait_for(
                 lambda: lock_waiters(env, "%job_key_dups%") > 0,
                 what="the plan to wait on job_key_dups",
             )
             # When the whole worker is killed while planning (then the lock is released)
-            _kill_group(first)
+            kill_group(first)
     assert job(env, job_id)["done"] == 0
     # Then a fresh worker (and beat's recovery) finish the job as an undisturbed run
     with fresh_worker_and_beat(env, tmp_path / "fresh"):
@@ -363,14 +360,14 @@ def test_killed_mid_chunk(
         # foreign key check waits) while the other chunks commit
         with HeldLocks(env, "SELECT id FROM users WHERE email = :e FOR UPDATE", e=HELD_MID):
             job_id = client.submit_import(FILE)
-            _wait_for(
+            wait_for(
                 lambda: (
                     lock_waiters(env, "%todos%", wrote=True) > 0 and job(env, job_id)["done"] >= 2
                 ),
                 what="chunk 2 to wait on its owner, 2 chunks committed",
             )
             # When the whole worker is killed in the middle of that chunk
-            _kill_group(first)
+            kill_group(first)
     assert 2 <= job(env, job_id)["done"] < CHUNKS and not committed(env, job_id, 2)
     # Then a fresh worker finishes the job as an undisturbed run
     with fresh_worker_and_beat(env, tmp_path / "fresh"):
@@ -390,16 +387,16 @@ def test_killed_between_a_chunks_commit_and_its_ack(
         held = HeldLocks(env, "SELECT id FROM users WHERE email = :e FOR UPDATE", e=HELD_MID)
         with held:
             job_id = client.submit_import(FILE)
-            _wait_for(
+            wait_for(
                 lambda: lock_waiters(env, "%todos%", wrote=True) > 0,
                 what="chunk 2 to wait on its owner",
             )
             os.kill(first.pid, signal.SIGSTOP)
             held.release()
-            _wait_for(lambda: committed(env, job_id, 2), what="chunk 2 to commit")
+            wait_for(lambda: committed(env, job_id, 2), what="chunk 2 to commit")
             unacked = broker_messages(env["REDIS_URL"], queued=False)
             # When the whole worker is killed right after the commit
-            _kill_group(first)
+            kill_group(first)
     assert (CHUNK_TASK, (job_id, 2)) in unacked, "the kill must land before the ack"
     # Then a fresh worker finishes the job, and the committed chunk's message,
     # delivered again once its (here short) visibility timeout has passed,
@@ -411,7 +408,7 @@ def test_killed_between_a_chunks_commit_and_its_ack(
     }
     with fresh_worker_and_beat({**env, **fast_redelivery}, tmp_path / "fresh"):
         wait_finished(env, job_id)
-        _wait_for(
+        wait_for(
             lambda: (CHUNK_TASK, (job_id, 2)) not in broker_messages(env["REDIS_URL"]),
             timeout=JOB_TIMEOUT_S,
             what="chunk 2's message to be delivered again and acknowledged",
@@ -429,7 +426,7 @@ def test_killed_while_the_job_finishes(
         held = HeldLocks(env, "SELECT id FROM users WHERE email = :e FOR UPDATE", e=HELD_LAST)
         with held:
             job_id = client.submit_import(FILE)
-            _wait_for(
+            wait_for(
                 lambda: (
                     lock_waiters(env, "%todos%", wrote=True) > 0
                     and job(env, job_id)["done"] == CHUNKS - 1
@@ -442,12 +439,12 @@ def test_killed_while_the_job_finishes(
             job_row = "SELECT id FROM jobs WHERE id = :id FOR NO KEY UPDATE"
             with HeldLocks(env, job_row, id=job_id):
                 held.release()
-                _wait_for(
+                wait_for(
                     lambda: lock_waiters(env, "%UPDATE jobs%", wrote=True) > 0,
                     what="the last chunk's finishing UPDATE to wait on the job row",
                 )
                 # When the whole worker is killed while the job finishes
-                _kill_group(first)
+                kill_group(first)
     assert job(env, job_id) == {"state": "running", "done": CHUNKS - 1, "total": CHUNKS}
     # Then a fresh worker finishes the job as an undisturbed run
     with fresh_worker_and_beat(env, tmp_path / "fresh"):
@@ -460,7 +457,7 @@ def test_killed_while_the_job_finishes(
 
 def test_postgres_restarted_between_two_jobs(
     bulkops_env: dict[str, str],
-    private_postgres: tuple[Any, str],  # noqa: F811
+    private_postgres: tuple[Any, str],
     import_root: Path,
     tmp_path: Path,
     undisturbed: Outcome,
@@ -502,8 +499,8 @@ def test_postgres_restarted_between_two_jobs(
 
 
 def test_redis_restarted_while_the_job_fans_out(
-    env_on_private_redis: dict[str, str],  # noqa: F811
-    private_redis: PrivateRedis,  # noqa: F811
+    env_on_private_redis: dict[str, str],
+    private_redis: PrivateRedis,
     import_root: Path,
     tmp_path: Path,
     undisturbed: Outcome,
@@ -518,9 +515,9 @@ def test_redis_restarted_while_the_job_fans_out(
         # the first chunk it sends (the plan is held on a lock until Redis pauses)
         with HeldLocks(env, "LOCK TABLE job_key_dups IN ACCESS EXCLUSIVE MODE"):
             job_id = client.submit_import(FILE)
-            _wait_for(lambda: lock_waiters(env, "%job_key_dups%") > 0, what="the plan")
+            wait_for(lambda: lock_waiters(env, "%job_key_dups%") > 0, what="the plan")
             broker.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
-        _wait_for(
+        wait_for(
             lambda: any(
                 "b" in c["flags"] and c["cmd"] in FAN_OUT_WRITES for c in broker.client_list()
             ),

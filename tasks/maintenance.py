@@ -31,7 +31,8 @@ def send_chunk(kind: str, job_id: int, chunk_no: int) -> None:
 
 
 # The ledger's tasks: a second delivery of any of them is a no-op.
-LEDGER_TASKS = frozenset(name for name, _ in (*JOB_TASKS.values(), *CHUNK_TASKS.values()))
+JOB_TASK_NAMES = frozenset(name for name, _ in JOB_TASKS.values())
+LEDGER_TASKS = JOB_TASK_NAMES | {name for name, _ in CHUNK_TASKS.values()}
 
 
 @app.task(name="tasks.maintenance.recover_stuck_jobs")
@@ -43,7 +44,20 @@ def recover_stuck_jobs() -> dict[str, Any]:
     except Exception as exc:  # the ledger's recovery below must run whatever Redis says
         logger.warning("dead workers' messages not restored: %s", exc)
         orphans = []
-    report = recover(s.bulkops_stuck_after_s, s.bulkops_max_attempts, send_job, send_chunk)
+    # What was restored is sent already: the ledger's re-send would be a duplicate
+    # whose delivery waits on the live chunk's lock (HOLDER_GRACE_S) for nothing.
+    jobs = {o.args[0] for o in orphans if o.task in JOB_TASK_NAMES and o.args}
+    chunks = {tuple(o.args[:2]) for o in orphans if o.task not in JOB_TASK_NAMES}
+
+    def resend_job(kind: str, job_id: int, task_id: str) -> None:
+        if job_id not in jobs:
+            send_job(kind, job_id, task_id)
+
+    def resend_chunk(kind: str, job_id: int, chunk_no: int) -> None:
+        if (job_id, chunk_no) not in chunks:
+            send_chunk(kind, job_id, chunk_no)
+
+    report = recover(s.bulkops_stuck_after_s, s.bulkops_max_attempts, resend_job, resend_chunk)
     return {
         "resent": report.resent,
         "failed": report.failed,

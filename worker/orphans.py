@@ -45,7 +45,7 @@ INSPECT_TIMEOUT_S = 1.0
 class Orphan:
     task_id: str
     task: str
-    args: tuple[Any, ...]
+    args: tuple[Any, ...]  # positional, then job_id and chunk_no if sent by keyword
     delivery_tag: str
 
 
@@ -66,11 +66,21 @@ def unacked(client: Any, unacked_key: str, index_key: str, older_than_s: float) 
             payload = json.loads(raw)[0]
             headers = payload["headers"]
             task_id, task = str(headers["id"]), str(headers["task"])
-            args = tuple(json.loads(_body(payload))[0])
+            args = _arguments(json.loads(_body(payload)))
         except (ValueError, KeyError, IndexError, TypeError):
             continue  # not a celery task message in JSON: not ours to judge
         found.append(Orphan(task_id, task, args, tag))
     return sorted(found)
+
+
+# Ledger tasks may name these by keyword (to be searchable in Flower).
+_KEYWORD_ARGS = ("job_id", "chunk_no")
+
+
+def _arguments(body: Any) -> tuple[Any, ...]:
+    """A task's positional arguments, then ``job_id`` and ``chunk_no`` if given by keyword."""
+    args, kwargs = body[0], body[1]
+    return (*args, *(kwargs[k] for k in _KEYWORD_ARGS if k in kwargs))
 
 
 def _body(payload: dict[str, Any]) -> bytes | str:

@@ -41,9 +41,11 @@ def queue() -> Iterator[Queue]:
         q(conn.default_channel).delete()
 
 
-def send(queue: Queue | str, task: str, args: list[Any]) -> str:
+def send(
+    queue: Queue | str, task: str, args: list[Any], kwargs: dict[str, Any] | None = None
+) -> str:
     task_id = str(uuid.uuid4())
-    app.send_task(task, args=args, task_id=task_id, queue=queue, ignore_result=True)
+    app.send_task(task, args=args, kwargs=kwargs, task_id=task_id, queue=queue, ignore_result=True)
     return task_id
 
 
@@ -89,6 +91,14 @@ def test_a_dead_consumers_ledger_message_goes_back_to_its_queue_at_once(queue: Q
     assert chunk not in unacked_ids() and other in unacked_ids()
     # and a second look restores nothing again
     assert restore_orphans(app, {CHUNK_TASK}, grace_s=0) == []
+    assert queued_ids(queue) == [chunk]
+
+
+def test_a_chunk_sent_by_keyword_is_restored_with_its_job_and_chunk(queue: Queue) -> None:
+    chunk = send(queue, CHUNK_TASK, [], {"job_id": 3, "chunk_no": 4})
+    taken_by_a_dead_consumer(queue, 1)
+    restored = restore_orphans(app, {CHUNK_TASK}, grace_s=0)
+    assert [(o.task_id, o.args) for o in restored] == [(chunk, (3, 4))]
     assert queued_ids(queue) == [chunk]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from kombu import Exchange, Queue
 
+from worker.broker import transport_for
 from worker.config import get_settings
 from worker.errors import ConfigError
 from worker.queues import IMPORTS, MAINTENANCE, QUEUES, UPDATES
@@ -18,6 +19,9 @@ except ConfigError as exc:  # one line naming the variable, not a traceback
     raise SystemExit(f"bulkops: {exc.message}") from None
 
 broker_url = _s.broker_url
+# kombu's Redis transport with a channel that survives closing on a lost
+# connection: without it a Redis restart kills the worker's main process.
+broker_transport = transport_for(broker_url)
 result_backend = _s.result_backend
 
 # JSON only: a pickled message is refused, never executed.

@@ -8,9 +8,10 @@ from celery.utils.log import get_task_logger
 
 from worker import taskevents
 from worker.app import app
-from worker.client import send_job
+from worker.client import JOB_TASKS, send_job
 from worker.config import get_settings
 from worker.models import JobKind
+from worker.orphans import restore_orphans
 from worker.queues import IMPORTS, UPDATES
 from worker.recovery import recover_stuck_jobs as recover
 
@@ -31,10 +32,34 @@ def send_chunk(kind: str, job_id: int, chunk_no: int) -> None:
     app.send_task(name, kwargs=kwargs, queue=queue, ignore_result=True)
 
 
+# The ledger's tasks: a second delivery of any of them is a no-op.
+JOB_TASK_NAMES = frozenset(name for name, _ in JOB_TASKS.values())
+LEDGER_TASKS = JOB_TASK_NAMES | {name for name, _ in CHUNK_TASKS.values()}
+
+
 @app.task(name="tasks.maintenance.recover_stuck_jobs")
 def recover_stuck_jobs() -> dict[str, Any]:
+    """Hand back what dead workers held, then send again what the ledger finds dead or stuck."""
     s = get_settings()
-    report = recover(s.bulkops_stuck_after_s, s.bulkops_max_attempts, send_job, send_chunk)
+    try:
+        orphans = restore_orphans(app, LEDGER_TASKS)
+    except Exception as exc:  # the ledger's recovery below must run whatever Redis says
+        logger.warning("dead workers' messages not restored: %s", exc)
+        orphans = []
+    # What was restored is sent already: the ledger's re-send would be a duplicate
+    # whose delivery waits on the live chunk's lock (HOLDER_GRACE_S) for nothing.
+    jobs = {o.args[0] for o in orphans if o.task in JOB_TASK_NAMES and o.args}
+    chunks = {tuple(o.args[:2]) for o in orphans if o.task not in JOB_TASK_NAMES}
+
+    def resend_job(kind: str, job_id: int, task_id: str) -> None:
+        if job_id not in jobs:
+            send_job(kind, job_id, task_id)
+
+    def resend_chunk(kind: str, job_id: int, chunk_no: int) -> None:
+        if (job_id, chunk_no) not in chunks:
+            send_chunk(kind, job_id, chunk_no)
+
+    report = recover(s.bulkops_stuck_after_s, s.bulkops_max_attempts, resend_job, resend_chunk)
     # jobs recovery ended (poison plans failed, cancels settled): Flower shows their end
     ended = [*report.failed, *report.cancelled]
     taskevents.send_job_states(ended, recover_stuck_jobs.request.hostname)
@@ -43,4 +68,6 @@ def recover_stuck_jobs() -> dict[str, Any]:
         "failed": report.failed,
         "chunks": [list(c) for c in report.chunks],
         "cancelled": report.cancelled,
+        "restored": [[o.task, *o.args] for o in orphans],
+        "pruned": report.pruned,
     }

@@ -31,8 +31,9 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from worker import parsing
-from worker.db import copy_int_rows
+from worker.db import copy_int_rows, session_scope
 from worker.ledger import RejectedRow
+from worker.models import FINISHED_STATES
 
 _BATCH = 20_000  # key digests sent to PostgreSQL per COPY while planning
 _PLAN_KEYS = "bulkops_plan_keys"  # temporary: every key of the file, dropped at commit
@@ -339,3 +340,19 @@ class _Opened:
     @contextlib.contextmanager
     def open(self, mode: str = "rb") -> Iterator[BinaryIO]:
         yield self._f
+
+
+def prune_finished() -> int:
+    """Delete the repeated keys of every finished job (only running chunks read them).
+
+    Returns the rows deleted. A finished job never runs again.
+    """
+    with session_scope() as session:
+        result = session.execute(
+            text(
+                "DELETE FROM job_key_dups d USING jobs j WHERE d.job_id = j.id "
+                "AND j.state = ANY(CAST(:finished AS text[]))"
+            ),
+            {"finished": sorted(FINISHED_STATES)},
+        )
+    return int(getattr(result, "rowcount", 0) or 0)

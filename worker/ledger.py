@@ -22,7 +22,7 @@ from worker import chunks
 from worker.chunks import STATES, poison_plan
 from worker.db import get_engine, session_scope, translated
 from worker.errors import BulkopsError, JobNotFound, UsageError
-from worker.models import Job, JobReject, JobState
+from worker.models import FINISHED_STATES, Job, JobReject, JobState
 from worker.summary import ChunkCounts, JobSummary, RejectedRow, pg_text, storable, summarize
 
 __all__ = ["ChunkCounts", "JobSummary", "RejectedRow", "pg_text", "storable"]
@@ -537,6 +537,19 @@ def totals() -> LedgerTotals:
         for outcome in ROW_OUTCOMES:
             rows[(kind, outcome)] = rows.get((kind, outcome), 0) + int(getattr(r, outcome))
     return LedgerTotals(rows, chunks_done, jobs)
+
+
+def finished_upload(job_id: int) -> Any | None:
+    """A finished job's ``params.upload`` (where its uploaded file is); None while it runs."""
+    with session_scope() as session:
+        row = session.execute(
+            # Not the whole params: an import's holds its plan (every chunk).
+            text("SELECT state, params -> 'upload' AS upload FROM jobs WHERE id = :id"),
+            {"id": job_id},
+        ).first()
+    if row is None or row.state not in FINISHED_STATES:
+        return None
+    return row.upload
 
 
 def celery_task_id(job_id: int) -> str | None:

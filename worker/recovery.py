@@ -9,7 +9,13 @@ What is dead and what is stuck is defined once, next to its statements, in
   past ``max_attempts``, ends ``failed``;
 - a job queued this long, or running with nothing in flight and no progress
   this long (Redis lost its messages), is sent again;
-- a cancelling job with nothing in flight any more becomes ``cancelled``.
+- a cancelling job with nothing in flight any more becomes ``cancelled``;
+- what only a running job reads (``job_key_dups``) is deleted once it finished.
+
+Before this runs, the task hands back the messages dead workers had taken
+from Redis (:mod:`worker.orphans`): a job a killed worker had reserved but not
+yet claimed is ``queued`` and not stuck, so only its own message can start it
+before ``BULKOPS_STUCK_AFTER_S``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from worker import chunks
+from worker import chunks, duplicates
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +38,7 @@ class RecoveryReport:
     failed: list[int]
     chunks: list[tuple[int, int]] = field(default_factory=list)
     cancelled: list[int] = field(default_factory=list)
+    pruned: int = 0  # job_key_dups rows of finished jobs deleted
 
 
 def recover_stuck_jobs(
@@ -76,4 +83,5 @@ def recover_stuck_jobs(
                 "cancelled": cancelled,
             },
         )
-    return RecoveryReport(resent, failed, sent_chunks, cancelled)
+    pruned = duplicates.prune_finished()
+    return RecoveryReport(resent, failed, sent_chunks, cancelled, pruned)

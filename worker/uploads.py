@@ -32,10 +32,10 @@ import psycopg2
 from sqlalchemy import Connection, text
 from sqlmodel import Session
 
+from worker import ledger
 from worker.config import get_settings
 from worker.db import get_engine, session_scope, translated
 from worker.errors import ImportPathError, UsageError
-from worker.models import FINISHED_STATES
 from worker.source import FileIdentity, confine
 
 WRITE_BYTES = 1024 * 1024  # bytes per write while storing (the producer's buffer)
@@ -274,12 +274,7 @@ def discard_if_finished(job_id: int) -> bool:
 
     Safe anywhere after the finishing transaction committed, any number of times.
     """
-    with session_scope() as session:
-        row = session.execute(
-            # Not the whole params: an import's holds its plan (every chunk).
-            text("SELECT state, params -> 'upload' AS upload FROM jobs WHERE id = :id"),
-            {"id": job_id},
-        ).first()
-    if row is None or row.state not in FINISHED_STATES:
+    upload = ledger.finished_upload(job_id)
+    if upload is None:
         return False
-    return discard_for_job({"upload": row.upload})
+    return discard_for_job({"upload": upload})

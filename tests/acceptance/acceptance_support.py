@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from worker import db
 from worker.config import sqlalchemy_url
+from worker.supervisor import background, worker_command
+
+# A bound against hanging on a job of the fault tests, not a speed claim.
+JOB_TIMEOUT_S = 240
 
 CONFIG_VARS = (
     "DATABASE_URL",
@@ -183,3 +192,120 @@ def lock_waiters(env: Mapping[str, str], query_like: str, wrote: bool = False) -
             like=query_like,
         )
     )
+
+
+# --- workers, killed -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def worker_proc(env: dict[str, str], log_dir: Path, concurrency: int = 2) -> Iterator[Any]:
+    """A real ``celery -A worker worker`` (own process group) for the block; yields its Popen."""
+    name = f"faults-{uuid.uuid4().hex[:6]}"
+    with background([worker_command(name, concurrency)], env, log_dir) as procs:
+        yield procs[0]
+
+
+def kill_group(proc: Any) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def wait_for(predicate: Any, timeout: float = 120, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def seed_emails(n: int) -> list[str]:
+    emails = [f"user{i}@example.com" for i in range(n)]
+    with db.session_scope() as s:
+        s.execute(
+            text("INSERT INTO users (email, name) SELECT unnest(CAST(:e AS text[])), 'u'"),
+            {"e": emails},
+        )
+    return emails
+
+
+def write_todos(path: Path, rows: int, emails: list[str]) -> set[tuple[str, str]]:
+    expected = set()
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["title", "status", "owner_email"])
+        for i in range(rows):
+            title, owner = f"todo number {i}", emails[i % len(emails)]
+            w.writerow([title, ("active", "completed")[i % 2], owner])
+            expected.add((title, owner))
+    return expected
+
+
+def todo_table() -> set[tuple[str, str]]:
+    with db.session_scope() as s:
+        return {
+            (str(t), str(e))
+            for t, e in s.execute(
+                text("SELECT t.title, u.email FROM todos t JOIN users u ON u.id = t.owner_id")
+            )
+        }
+
+
+def pool_children(main_pid: int) -> list[int]:
+    """The worker's pool processes (children of its main process)."""
+    children = Path(f"/proc/{main_pid}/task/{main_pid}/children")
+    try:
+        return [int(p) for p in children.read_text().split()]
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+
+
+# --- a private Redis ---------------------------------------------------------------------
+
+
+class PrivateRedis:
+    def __init__(self, port: int, workdir: Path) -> None:
+        self.port, self.workdir = port, workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is needed for the Redis restart tests")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.ConnectionError):
+                if redis.Redis.from_url(self.url).ping():
+                    return
+            time.sleep(0.1)
+        raise AssertionError("private redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # no SHUTDOWN SAVE: everything in memory is gone
+            self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()

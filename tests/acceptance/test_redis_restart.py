@@ -6,99 +6,16 @@ shared one), a real worker and a real beat on it, and restarts that Redis.
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import redis
-from conftest import in_process_producers_on
+from acceptance_support import PrivateRedis
 from sqlalchemy import text
 
 from worker import client, db
-from worker.config import reset_settings
-from worker.embedded import free_port
 from worker.supervisor import background, celery_command, worker_command
-
-# Recovery re-sends a job once it is queued, or running without heartbeat, this long.
-STUCK_AFTER_S = "4"
-
-
-class PrivateRedis:
-    def __init__(self, port: int, workdir: Path) -> None:
-        self.port, self.workdir = port, workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is needed for the Redis restart tests")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            with contextlib.suppress(redis.ConnectionError):
-                if redis.Redis.from_url(self.url).ping():
-                    return
-            time.sleep(0.1)
-        raise AssertionError("private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()  # no SHUTDOWN SAVE: everything in memory is gone
-            self.proc.wait(timeout=10)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(free_port(), tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def env_on_private_redis(
-    bulkops_env: dict[str, str], private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dict[str, str]]:
-    monkeypatch.setenv("REDIS_URL", private_redis.url)
-    monkeypatch.setenv("BULKOPS_STUCK_AFTER_S", STUCK_AFTER_S)
-    reset_settings()
-    with in_process_producers_on(private_redis.url):
-        yield {
-            **bulkops_env,
-            "REDIS_URL": private_redis.url,
-            "BULKOPS_STUCK_AFTER_S": STUCK_AFTER_S,
-        }
 
 
 def _users_and_file(path: Path, rows: int) -> None:

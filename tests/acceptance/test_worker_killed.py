@@ -15,8 +15,15 @@ import time
 import uuid
 from pathlib import Path
 
+from acceptance_support import (
+    JOB_TIMEOUT_S,
+    kill_group,
+    pool_children,
+    seed_emails,
+    todo_table,
+    write_todos,
+)
 from sqlalchemy import create_engine, text
-from test_faults import JOB_TIMEOUT_S, _kill_group, _pool_children, _table, _users, _write_todos
 
 from worker import client, db
 from worker.config import sqlalchemy_url
@@ -53,7 +60,7 @@ def test_whole_worker_killed_mid_chunk_its_chunks_run_again_without_waiting_for_
 ) -> None:
     # Given an import of 6 chunks, and a worker (2 processes) whose two chunks are
     # in flight (they wait on a lock the test holds on the todos table)
-    expected = _write_todos(import_root / "six.csv", 6000, _users(60))
+    expected = write_todos(import_root / "six.csv", 6000, seed_emails(60))
     locker = create_engine(sqlalchemy_url(bulkops_env["DATABASE_URL"])).connect()
     trans = locker.begin()
     locker.execute(text("LOCK TABLE todos IN ACCESS EXCLUSIVE MODE"))
@@ -63,7 +70,7 @@ def test_whole_worker_killed_mid_chunk_its_chunks_run_again_without_waiting_for_
         with background([worker_command(name, 2)], bulkops_env, tmp_path / "a") as procs:
             _until(lambda: _unfinished_starts() == 2, "two chunks in flight")
             # When the whole worker is killed (as the OOM killer or a lost node does)
-            _kill_group(procs[0])
+            kill_group(procs[0])
     finally:
         trans.rollback()
         locker.close()
@@ -76,7 +83,7 @@ def test_whole_worker_killed_mid_chunk_its_chunks_run_again_without_waiting_for_
     assert summary.state == "succeeded", summary.error
     assert (summary.rows_read, summary.rows_inserted, summary.rows_rejected) == (6000, 6000, 0)
     assert summary.chunks_done == summary.chunks_total == 6
-    assert _table() == expected
+    assert todo_table() == expected
     with db.session_scope() as s:
         assert s.execute(text("SELECT count(*) FROM todos")).scalar_one() == 6000
         # the two killed starts stay counted (a poison chunk would be bounded)
@@ -89,7 +96,7 @@ def test_job_that_kills_its_worker_while_planning_fails_after_max_attempts(
     # Given a status update whose plan waits on a lock the test holds on todos,
     # and a test that SIGKILLs the pool process planning it, as the OOM killer would
     env = {**bulkops_env, "BULKOPS_MAX_ATTEMPTS": "3"}
-    _users(1)
+    seed_emails(1)
     locker = create_engine(sqlalchemy_url(bulkops_env["DATABASE_URL"])).connect()
     trans = locker.begin()
     locker.execute(text("LOCK TABLE todos IN ACCESS EXCLUSIVE MODE"))
@@ -103,7 +110,7 @@ def test_job_that_kills_its_worker_while_planning_fails_after_max_attempts(
             while not client.summary(job_id).finished and time.monotonic() < deadline:
                 if _attempts(job_id) > kills:
                     time.sleep(0.5)  # let it reach the locked table
-                    for pid in _pool_children(procs[0].pid):
+                    for pid in pool_children(procs[0].pid):
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(pid, signal.SIGKILL)
                     kills += 1

@@ -250,3 +250,37 @@ def test_a_failing_send_is_reported_not_raised() -> None:
     assert (report.resent, report.failed) == ([stuck_b], [])
     assert sent == [stuck_b]
     assert job_row(stuck_a).state == "queued"
+
+
+def _dups(job_id: int) -> int:
+    with session_scope() as s:
+        return int(
+            s.execute(
+                text("SELECT count(*) FROM job_key_dups WHERE job_id = :id"), {"id": job_id}
+            ).scalar_one()
+        )
+
+
+def _add_dups(job_id: int) -> None:
+    with session_scope() as s:
+        s.execute(
+            text(
+                'INSERT INTO job_key_dups (job_id, line, chunk_no, digest, start, "end") '
+                "VALUES (:id, 2, 0, 7, 10, 20), (:id, 9, 1, 7, 90, 100)"
+            ),
+            {"id": job_id},
+        )
+
+
+def test_repeated_keys_of_finished_jobs_are_pruned_and_a_running_jobs_kept() -> None:
+    # Given the plans' repeated keys of a running job and of a finished one
+    running, finished = planned_job(), planned_job()
+    for job_id in (running, finished):
+        _add_dups(job_id)
+    ledger.fail(finished, "stopped")
+    # When recovery runs
+    report = recover(Sends())
+    # Then the finished job's rows are gone, the running job's (its chunks read them) kept
+    assert report.pruned == 2
+    assert (_dups(running), _dups(finished)) == (2, 0)
+    assert recover(Sends()).pruned == 0

@@ -175,3 +175,28 @@ def test_registered_tasks_are_namespaced_by_module(config: ModuleType) -> None:
         "tasks.health.run_health_check",
         "tasks.maintenance.recover_stuck_jobs",
     } <= set(ours)
+
+
+def test_redis_broker_uses_the_transport_that_survives_a_lost_connection(conf: Any) -> None:
+    # worker.broker: kombu 5.7's channel close crashes the worker on a Redis restart
+    from worker.broker import Channel, Transport
+
+    assert conf.broker_transport == "worker.broker:Transport"
+    app = Celery("bulkops-transport-test", set_as_current=False)
+    app.conf.update(broker_url=conf.broker_url, broker_transport=conf.broker_transport)
+    with app.connection_for_write() as connection:
+        assert isinstance(connection.transport, Transport)
+        assert (connection.hostname, connection.port, connection.virtual_host) == (
+            "127.0.0.1",
+            6379,
+            "15",
+        )
+        assert connection.transport.Channel is Channel
+    app.close()
+
+
+def test_tls_broker_keeps_kombus_own_transport() -> None:
+    from worker.broker import transport_for
+
+    assert transport_for("rediss://broker:6380/0") is None
+    assert transport_for("redis://broker:6379/0") == "worker.broker:Transport"

@@ -11,6 +11,7 @@ from sqlmodel import SQLModel
 
 import worker.models  # noqa: F401  (registers every table on SQLModel.metadata)
 from worker.config import get_settings, sqlalchemy_url
+from worker.migrate import VERSION_TABLE
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -19,7 +20,6 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 target_metadata = SQLModel.metadata
 # bulkops's own version table: an application's Alembic (alembic_version) on the
 # same database never reads or moves bulkops's revision, nor bulkops the app's.
-VERSION_TABLE = "bulkops_alembic_version"
 LEGACY_VERSION_TABLE = "alembic_version"
 
 

@@ -120,7 +120,14 @@ def _chunk(task: Task, job_id: int, chunk_no: int, operation: runner.Operation) 
             # becomes the task's state there), then SUCCESS.
             with contextlib.suppress(Exception):
                 task.send_event("task-progress", job_id=job_id, chunk=chunk_no, phase="started")
-            outcome = runner.run_chunk(job_id, chunk_no, operation, worker=task.request.hostname)
+            outcome = runner.run_chunk(
+                job_id,
+                chunk_no,
+                operation,
+                worker=task.request.hostname,
+                # the last chunk of a phase sends the next phase's chunks
+                enqueue=lambda jid, n: send_chunk(task, jid, n),
+            )
             return {"job_id": job_id, "chunk": chunk_no, "ran": outcome.ran, "state": outcome.state}
         return {"job_id": job_id, "chunk": chunk_no, "ran": False, "state": JobState.FAILED.value}
     finally:

@@ -241,6 +241,17 @@ def record_counts(
     )
 
 
+def committed_set(job_id: int) -> set[int]:
+    """The job's committed chunks."""
+    with session_scope() as session:
+        return {
+            int(r[0])
+            for r in session.execute(
+                text("SELECT chunk_no FROM job_chunks WHERE job_id = :id"), {"id": job_id}
+            )
+        }
+
+
 def pending(job_id: int, total: int) -> list[int]:
     """Chunks of the job to send: not committed and not running anywhere now."""
     with session_scope() as session:

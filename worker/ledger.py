@@ -218,6 +218,15 @@ def store_plan(session: Session, job_id: int, specs: list[dict[str, Any]]) -> bo
     return row is not None
 
 
+def plan_of(job_id: int) -> list[dict[str, Any]]:
+    """A job's stored chunk specs ([] before its plan)."""
+    with session_scope() as session:
+        specs = session.execute(
+            text("SELECT params -> 'chunks' FROM jobs WHERE id = :id"), {"id": job_id}
+        ).scalar()
+    return list(specs or [])
+
+
 def set_param(session: Session, job_id: int, name: str, value: Any) -> None:
     """Add one key to a job's params (e.g. a dry run's breakdown), in the plan's transaction."""
     session.execute(

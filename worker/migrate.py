@@ -40,6 +40,11 @@ def check(url: str | None = None) -> None:
     command.check(alembic_config(url))
 
 
+# bulkops's Alembic revision, in a table of its own: an application's Alembic on
+# the same database keeps its default ``alembic_version``.
+VERSION_TABLE = "bulkops_alembic_version"
+
+
 def rebuild(
     url: str | None = None,
     before_drop: Callable[[Connection], object] | None = None,
@@ -62,7 +67,7 @@ def rebuild(
             cfg.attributes["connection"] = conn  # env.py: run inside this transaction
             command.downgrade(cfg, "base")
             command.upgrade(cfg, "head")
-            revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            revision = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
     finally:
         engine.dispose()
     return None if revision is None else str(revision)

@@ -86,7 +86,7 @@ def seed_inline(params: SeedParams) -> JobSummary:
     job_id = ledger.submit(JobKind.SEED, params.to_params(), lambda _job_id, _task_id: None)
 
     def run_now(jid: int, chunk_no: int) -> None:  # "enqueue" = run the chunk here and now
-        runner.run_chunk(jid, chunk_no, SEED)
+        runner.run_chunk(jid, chunk_no, SEED, enqueue=run_now)  # then its next phase
 
     runner.start_job(job_id, SEED, run_now)
     return ledger.get_summary(job_id)

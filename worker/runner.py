@@ -57,6 +57,7 @@ class ChunkOutcome:
     chunks_done: int
     chunks_total: int | None
     state: str
+    specs: list[dict[str, Any]] | None = None  # the plan, when its chunks come in phases
 
 
 EnqueueFn = Callable[[int, int], None]
@@ -88,15 +89,17 @@ def start_job(job_id: int, operation: Operation, enqueue: EnqueueFn) -> int:
                 logger.info("job already planned and running", extra={"job_id": job_id})
                 return 0
             # recovery found it stuck (its chunk messages lost): send them again
-            missing = chunks.pending(job_id, job.chunks_total)
+            missing = _ready(job_id, job.params["chunks"], chunks.pending(job_id, job.chunks_total))
             for chunk_no in missing:
                 enqueue(job_id, chunk_no)
             ledger.touch(job_id)
             logger.info("job resumed", extra={"job_id": job_id, "enqueued": len(missing)})
             return len(missing)
         try:
-            total = _plan(conn, job, operation)
-            missing = [] if total is None else chunks.pending(job_id, total)
+            specs = _plan(conn, job, operation)
+            total = None if specs is None else len(specs)
+            pending = [] if specs is None else chunks.pending(job_id, len(specs))
+            missing = [] if specs is None else _ready(job_id, specs, pending)
             for chunk_no in missing:
                 enqueue(job_id, chunk_no)
             if total is not None:
@@ -109,22 +112,54 @@ def start_job(job_id: int, operation: Operation, enqueue: EnqueueFn) -> int:
     return len(missing)
 
 
-def _plan(conn: Connection, job: Job, operation: Operation) -> int | None:
-    """The chunk count; plans first if no plan is stored. None if the job stopped meanwhile."""
+def _plan(conn: Connection, job: Job, operation: Operation) -> list[dict[str, Any]] | None:
+    """The chunk specs; plans first if no plan is stored. None if the job stopped meanwhile."""
     assert job.id is not None
-    stored = job.params.get("chunks")
+    stored: list[dict[str, Any]] | None = job.params.get("chunks")
     if stored is not None:
-        return len(stored)
+        return stored
     with chunks.transaction(conn) as session:
         specs = operation.plan(session, job)
         if not ledger.store_plan(session, job.id, specs):
             session.rollback()  # cancelled while planning: keep nothing of the plan
             return None
-    return len(specs)
+    return specs
+
+
+def _phase(spec: Any) -> int:
+    return int(spec.get("phase") or 0) if isinstance(spec, dict) else 0
+
+
+def _ready(job_id: int, specs: list[dict[str, Any]], candidates: list[int]) -> list[int]:
+    """Of ``candidates``, the chunks that may run now: every chunk of an earlier phase committed.
+
+    A spec's ``phase`` (default 0) orders chunks that need others' data (a
+    seed's children need their parents): phase p is sent only once every chunk
+    of the phases before it has committed, by the chunk that completes them.
+    """
+    phases = [_phase(s) for s in specs]
+    if not any(phases):
+        return candidates
+    done = chunks.committed_set(job_id)
+    open_phase = min((p for n, p in enumerate(phases) if n not in done), default=0)
+    return [n for n in candidates if phases[n] <= open_phase]
+
+
+def _send_next_phase(
+    job_id: int, specs: list[dict[str, Any]], after: int, enqueue: EnqueueFn
+) -> None:
+    """A chunk of phase ``after`` committed: if it completed its phase, send the next one."""
+    for chunk_no in _ready(job_id, specs, chunks.pending(job_id, len(specs))):
+        if _phase(specs[chunk_no]) > after:
+            enqueue(job_id, chunk_no)
 
 
 def run_chunk(
-    job_id: int, chunk_no: int, operation: Operation, worker: str | None = None
+    job_id: int,
+    chunk_no: int,
+    operation: Operation,
+    worker: str | None = None,
+    enqueue: EnqueueFn | None = None,
 ) -> ChunkOutcome:
     """Run one chunk exactly once; a duplicate or a chunk of a stopped job does nothing.
 
@@ -141,7 +176,13 @@ def run_chunk(
             return ChunkOutcome(job_id, chunk_no, False, 0, None, ledger.state_of(job_id))
         if chunks.committed(conn, job_id, chunk_no):
             logger.info("chunk already committed", extra={"job_id": job_id, "chunk": chunk_no})
-            return ChunkOutcome(job_id, chunk_no, False, 0, None, ledger.state_of(job_id))
+            state = ledger.state_of(job_id)
+            if enqueue is not None and state == JobState.RUNNING:
+                # its run may have died sending the next phase: send it (again)
+                specs = ledger.plan_of(job_id)
+                if any(_phase(spec) for spec in specs):
+                    _send_next_phase(job_id, specs, _phase(specs[chunk_no]), enqueue)
+            return ChunkOutcome(job_id, chunk_no, False, 0, None, state)
         if chunks.start(conn, job_id, chunk_no) > max_attempts:
             ledger.fail(
                 job_id,
@@ -156,6 +197,8 @@ def run_chunk(
         finally:
             chunks.end(conn, job_id, chunk_no)
     chunks.settle_cancel(job_id)  # after the lock is gone: the last chunk to end settles
+    if outcome.ran and outcome.specs is not None and enqueue is not None:
+        _send_next_phase(job_id, outcome.specs, _phase(outcome.specs[chunk_no]), enqueue)
     return outcome
 
 
@@ -188,4 +231,6 @@ def _run_chunk(
         "chunk committed",
         extra={"job_id": job_id, "chunk": chunk_no, "rows": c.read, "elapsed_s": round(elapsed, 3)},
     )
-    return ChunkOutcome(job_id, chunk_no, True, done, total, state)
+    specs = job.params.get("chunks", [])
+    phased = specs if any(_phase(s) for s in specs) and state == JobState.RUNNING else None
+    return ChunkOutcome(job_id, chunk_no, True, done, total, state, phased)

@@ -19,9 +19,10 @@ Parents first: seeding ``products`` also seeds ``categories`` and
 row ``i`` of ``N`` references parent ``i * P // N`` of ``P`` (so the example's
 ``--todos-per-user M`` gives each user exactly M todos), by the parent's
 natural key, resolved with one query per chunk and lookup
-(:mod:`worker.lookups`). The plan lists the parents' chunks first (they are
-sent first); a child chunk that runs before its parents have committed finds
-them missing and is retried with backoff (:class:`ParentsNotSeeded`).
+(:mod:`worker.lookups`). Each table's chunks are a phase of the plan, parents
+first: the runner sends a phase once every chunk of the phases before it has
+committed. A child chunk that still finds parents missing (only if recovery
+sent it early) is retried with backoff (:class:`ParentsNotSeeded`).
 """
 
 from __future__ import annotations
@@ -384,9 +385,10 @@ class SeedOperation:
         counts = p.counts(targets.registry())
         size = get_settings().bulkops_chunk_size
         per_chunk = max(BLOCK, size - size % BLOCK) if size >= BLOCK else size
+        # Parents first: a table's chunks are sent once its parents' have committed.
         return [
-            {"table": name, "lo": lo, "hi": min(lo + per_chunk, count)}
-            for name, count in counts.items()
+            {"table": name, "lo": lo, "hi": min(lo + per_chunk, count), "phase": phase}
+            for phase, (name, count) in enumerate(counts.items())
             for lo in range(0, count, per_chunk)
         ]
 

@@ -22,6 +22,7 @@ from acceptance_support import (
 )
 
 from worker import client
+from worker.migrate import VERSION_TABLE
 
 pytestmark = pytest.mark.acceptance
 
@@ -35,7 +36,7 @@ OUR_TABLES = {
     "job_key_dups",
     "job_update_ids",
     "health_checks",
-    "alembic_version",
+    VERSION_TABLE,
 }
 
 
@@ -87,7 +88,7 @@ def fingerprint(env: dict[str, str]) -> tuple[Any, ...]:
         query(env, "SELECT count(*) FROM todos"),
         query(env, "SELECT count(*) FROM jobs"),
         query(env, "SELECT count(*) FROM app_things"),
-        query(env, "SELECT version_num FROM alembic_version"),
+        query(env, f"SELECT version_num FROM {VERSION_TABLE}"),
     )
 
 
@@ -126,12 +127,12 @@ def test_refused_when_the_wrong_name_is_typed(filled: dict[str, str]) -> None:
 def test_reset_drops_our_rows_keeps_the_application_table_and_migrates_to_head(
     filled: dict[str, str],
 ) -> None:
-    head = query(filled, "SELECT version_num FROM alembic_version")
+    head = query(filled, f"SELECT version_num FROM {VERSION_TABLE}")
     result = reset(dev(filled), typed=database_name(filled) + "\n")
     assert result.returncode == 0, describe(result)
     assert f"migrated to {head}" in result.stdout
     assert OUR_TABLES | {"app_things"} == tables(filled)
-    assert query(filled, "SELECT version_num FROM alembic_version") == head
+    assert query(filled, f"SELECT version_num FROM {VERSION_TABLE}") == head
     for table in ("users", "todos", "jobs"):
         assert query(filled, f"SELECT count(*) FROM {table}") == 0, table
     assert query_rows(filled, "SELECT name FROM app_things") == [("keep me",)]

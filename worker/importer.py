@@ -90,7 +90,7 @@ def _validator(target: targets.TargetSpec) -> target_rows.RowValidator:
 
 @functools.lru_cache(maxsize=32)
 def _table_spec(target: targets.TargetSpec) -> loader.TableSpec:
-    return target.to_table_spec()  # type: ignore[no-any-return]
+    return target.to_table_spec()
 
 
 def _file_key(target: targets.TargetSpec) -> duplicates.FileKey:

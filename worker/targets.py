@@ -69,6 +69,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.schema import UniqueConstraint
 
 from worker.errors import ConfigError, UsageError
+from worker.loader import TableSpec
 
 KINDS = ("str", "int", "float", "decimal", "bool", "date", "datetime", "uuid", "enum", "json")
 INT_RANGES = {16: (-(2**15), 2**15 - 1), 32: (-(2**31), 2**31 - 1), 64: (-(2**63), 2**63 - 1)}
@@ -266,10 +267,8 @@ class TargetSpec:
     def _file_name(self, table_column: str) -> str:
         return next(c.name for c in self.columns if c.table_column == table_column)
 
-    def to_table_spec(self) -> Any:
+    def to_table_spec(self) -> TableSpec:
         """A :class:`worker.loader.TableSpec` for loading this target."""
-        from worker.loader import TableSpec
-
         cols = self.load_columns
         by_table = {c.table_column: c for c in self.columns if c.table_column}
         types = tuple(staging_type(self.table.c[name]) for name in cols)

@@ -304,10 +304,14 @@ def decide(
     rejects: list[RejectedRow] = []
     superseded = 0
     for row in rows:
+        others = occurrences.get(row.line)
+        if not others:
+            keep.append(row)
+            continue
         own = key(row)
         rivals = [
             o
-            for o, _, _ in occurrences.get(row.line, ())
+            for o, _, _ in others
             if (o > row.line if upsert else o < row.line) and o in valid and key(valid[o]) == own
         ]
         if not rivals:

@@ -6,6 +6,7 @@ travel as arrays (bound parameters) and are joined to the parent table.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,12 +46,16 @@ def parent_ids(
         ),
         params,
     )
+    width = len(names)
     found: dict[Key, int] = {}
-    by_text = {tuple(str(v) for v in k): k for k in wanted}
+    if all(isinstance(v, str | int) for v in wanted[0]):  # text and integers come back as sent
+        for row in rows:
+            found[tuple(row[:width])] = int(row[width])
+        return found
+    by_text = {tuple(str(v) for v in k): k for k in wanted}  # a UUID, a Decimal, a date…
     for row in rows:
-        key = tuple(row[: len(names)])
-        original = by_text.get(tuple(str(v) for v in key), key)
-        found[original] = int(row[-1])
+        key = tuple(row[:width])
+        found[by_text.get(tuple(str(v) for v in key), key)] = int(row[width])
     return found
 
 
@@ -67,48 +72,47 @@ def resolve(
     composite lookup given in part (one of its columns empty) is one too.
     """
     names = spec.file_columns
-    plans = []
+    ids_by_lookup: list[list[int | None]] = []
+    problems: dict[int, RowError] = {}  # row index -> its first problem, lookups in order
     for lk in spec.lookups:
         positions = [names.index(c) for c in lk.file_columns]
-        keys = [tuple(r.values[i] for i in positions) for r in rows]
-        complete = [k for k in keys if all(v is not None for v in k)]
-        plans.append((lk, positions, keys, parent_ids(session, spec, lk, complete)))
-    load_columns = spec.load_columns
-    # For each load column: the file position of its value, or the lookup index.
-    sources: list[tuple[str, int]] = []
-    for col in load_columns:
-        lk_index = next((i for i, p in enumerate(plans) if p[0].fk_column == col), None)
-        if lk_index is not None:
-            sources.append(("lookup", lk_index))
+        if len(positions) == 1:
+            only = positions[0]
+            keys: list[Key] = [(r.values[only],) for r in rows]
         else:
-            own = next(c.name for c in spec.columns if c.table_column == col)
-            sources.append(("value", names.index(own)))
-    out: list[tuple[int, tuple[Any, ...]]] = []
-    errors: list[RowError] = []
-    for n, row in enumerate(rows):
-        ids: list[int | None] = []
-        problem = None
-        for lk, _, keys, found in plans:
+            pick = operator.itemgetter(*positions)
+            keys = [pick(r.values) for r in rows]
+        found = parent_ids(session, spec, lk, [k for k in keys if None not in k])
+        ids = [found.get(k) for k in keys]
+        for n in [n for n, parent_id in enumerate(ids) if parent_id is None]:
             key = keys[n]
-            if all(v is None for v in key):
-                ids.append(None)  # an optional lookup left empty (a required one was refused)
-                continue
-            if any(v is None for v in key):
-                given = ", ".join(lk.file_columns)
-                reason = f"give all of {given} or none"
-                problem = RowError(row.line, lk.file_columns[0], reason, row.raw)
-                break
-            parent_id = found.get(key)
-            if parent_id is None:
+            if n in problems or all(v is None for v in key):
+                continue  # an optional lookup left empty (a required one was refused)
+            row = rows[n]
+            if None in key:
+                reason = f"give all of {', '.join(lk.file_columns)} or none"
+            else:
                 shown = repr(key[0]) if len(key) == 1 else repr(tuple(str(v) for v in key))
                 reason = f"unknown {_label(lk)} {shown}"
-                problem = RowError(row.line, lk.file_columns[0], reason, row.raw)
-                break
-            ids.append(parent_id)
-        if problem is not None:
-            errors.append(problem)
+            problems[n] = RowError(row.line, lk.file_columns[0], reason, row.raw)
+        ids_by_lookup.append(ids)
+    # Each load column's place in a row's values followed by its looked-up ids.
+    width = len(names)
+    places = []
+    for col in spec.load_columns:
+        lk_index = next((i for i, lk in enumerate(spec.lookups) if lk.fk_column == col), None)
+        if lk_index is not None:
+            places.append(width + lk_index)
+        else:
+            own = next(c.name for c in spec.columns if c.table_column == col)
+            places.append(names.index(own))
+    assemble = operator.itemgetter(*places)
+    single = len(places) == 1
+    extras = list(zip(*ids_by_lookup, strict=True)) if ids_by_lookup else [()] * len(rows)
+    out: list[tuple[int, tuple[Any, ...]]] = []
+    for n, (row, ids_of_row) in enumerate(zip(rows, extras, strict=True)):
+        if n in problems:
             continue
-        out.append(
-            (row.line, tuple(ids[i] if kind == "lookup" else row.values[i] for kind, i in sources))
-        )
-    return out, errors
+        picked = assemble(row.values + ids_of_row)
+        out.append((row.line, (picked,) if single else picked))
+    return out, [problems[n] for n in sorted(problems)]

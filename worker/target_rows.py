@@ -57,7 +57,7 @@ class Invalid(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen, as parsing.Record: built once per valid row
 class TypedRow:
     line: int
     values: tuple[Any, ...]  # in TargetSpec.columns order

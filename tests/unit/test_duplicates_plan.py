@@ -105,8 +105,9 @@ def test_jsonl_keys_and_ranges(tmp_path: Path) -> None:
     )
     scanned, fast = both(path, "jsonl")
     assert fast == scanned
-    # (a blank title is no valid key: such a row is nobody's duplicate)
-    assert [key for *_, key in fast] == [("a", "x@y.z"), ("5", "x@y.z"), None, None]
+    # (free text is keyed as it is, even a blank title: its chunk rejects it, so it is only
+    # a candidate; an invalid email, or a record that is no JSON object, gives no key)
+    assert [key for *_, key in fast] == [("a", "x@y.z"), ("5", "x@y.z"), None, ("\t", "q@r.s")]
 
 
 def test_text_after_a_closing_quote_takes_the_scanner(tmp_path: Path) -> None:

@@ -269,8 +269,11 @@ async def submit_update_status(
     created_before: str | None = None,
     dry_run: bool = False,
     key: str | None = None,
+    table: str | None = None,
+    where: dict[str, str] | Sequence[tuple[str, str]] | None = None,
+    updated_before: str | None = None,
 ) -> int:
-    """Queue a bulk status update; returns the job id. Refusals as in worker.client."""
+    """Queue a bulk status update; returns the job id. As worker.client.submit_update_status."""
     params = await asyncio.to_thread(
         client.update_params,
         to_status,
@@ -279,6 +282,9 @@ async def submit_update_status(
         ids_file,
         created_before,
         dry_run,
+        table,
+        where,
+        updated_before,
     )
     await _run(client.check_owner, params)
     return await _submit(JobKind.UPDATE_STATUS, params.to_params(), key)

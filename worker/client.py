@@ -179,16 +179,28 @@ def submit_update_status(
     key: str | None = None,
     table: str | None = None,
     where: dict[str, str] | Sequence[tuple[str, str]] | None = None,
+    updated_before: str | None = None,
 ) -> int:
     """Queue a bulk status update of any target that declares a status; returns the job id.
 
     ``where`` filters on the target's file columns (``{"category_slug": "home"}``);
-    ``owner_email`` is the example's ``--owner``. Unknown statuses or columns, a
-    malformed timestamp, an unknown parent or an ids file outside the import
-    root are refused here, before any job exists.
+    ``owner_email`` is the example's ``--owner``. ``created_before`` and
+    ``updated_before`` take an ISO 8601 timestamp or a relative ``30d``
+    (:func:`resolve_relative`), and need the target's table to have that
+    column. Unknown statuses or columns, a malformed timestamp, an unknown
+    parent or an ids file outside the import root are refused here, before
+    any job exists.
     """
     params = update_params(
-        to_status, from_statuses, owner_email, ids_file, created_before, dry_run, table, where
+        to_status,
+        from_statuses,
+        owner_email,
+        ids_file,
+        created_before,
+        dry_run,
+        table,
+        where,
+        updated_before,
     )
     with session_scope() as session:
         check_owner(session, params)
@@ -204,6 +216,7 @@ def update_params(
     dry_run: bool,
     table: str | None = None,
     where: dict[str, str] | Sequence[tuple[str, str]] | None = None,
+    updated_before: str | None = None,
 ) -> UpdateParams:
     """A status update's validated params, but for its filters (shared with worker.aclient)."""
     pairs = list(where.items()) if isinstance(where, dict) else list(where or ())
@@ -216,6 +229,7 @@ def update_params(
         dry_run=dry_run,
         table=table or updates.EXAMPLE_TABLE,
         where=tuple((str(k), str(v)) for k, v in pairs),
+        updated_before=resolve_relative(updated_before),
     )
 
 

@@ -113,8 +113,9 @@ def submit_import(
     By default ``path`` is a file under BULKOPS_IMPORT_ROOT, which every worker
     must see; a path outside it is refused here, before any job exists. With
     ``upload=True``, or when ``path`` is a binary stream, the data is streamed
-    into PostgreSQL first (:mod:`worker.uploads`) and any worker reads it from
-    there: no shared folder. ``name`` names a stream (messages, format guess);
+    into the upload store first (:mod:`worker.uploads`: PostgreSQL, or
+    BULKOPS_UPLOAD_STORE) and any worker reads it from there: no shared
+    folder. ``name`` names a stream (messages, format guess);
     ``on_progress(n)`` is told the bytes of each write.
     """
     if upload or not isinstance(path, str | Path):
@@ -164,7 +165,7 @@ def _submit_upload(
     except BaseException:
         uploads.discard(ref)
         raise
-    if ledger.get_summary(job_id).params.get("upload", {}).get("oid") != ref.oid:
+    if ledger.get_summary(job_id).params.get("upload") != ref.to_params():
         uploads.discard(ref)  # the key's earlier job: it has its own data
     return job_id
 

@@ -84,3 +84,47 @@ def test_a_producer_elsewhere_uploads_100k_rows_and_gets_the_exact_result(
     # and its upload is gone once the job ended (needs the job-end hook: discard_for_job)
     assert _large_objects() == before
     assert not uploads.exists(uploads.UploadRef.from_params(summary.params["upload"]))
+
+
+def test_with_an_object_store_the_upload_goes_there_and_is_removed_after_the_job(
+    worker: Any, bulkops_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Given an fsspec store (file://, as s3:// would be) and a producer elsewhere
+    seed_users(*OWNERS)
+    data, bad = _file()
+    store = tmp_path / "object-store"
+    env = {**bulkops_env, "BULKOPS_UPLOAD_STORE": f"file://{store}"}
+    elsewhere = tmp_path / "app-server"
+    elsewhere.mkdir()
+    (elsewhere / "todos.csv").write_bytes(data)
+    before = _large_objects()
+    # When the producer uploads the file from there and waits
+    done = subprocess.run(
+        _bulkops("import", "todos.csv", "--upload", "--wait", "--json"),
+        env=env,
+        cwd=elsewhere,
+        capture_output=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    # Then the job read the object (not a large object) and the result and rejects are exact
+    job_id = client.jobs(limit=1)[0].id
+    summary = client.summary(job_id)
+    upload = summary.params["upload"]
+    assert (upload["store"], upload["size"]) == ("fsspec", len(data))
+    assert upload["url"].startswith(f"file://{store}/")
+    assert counts(summary) == ("partially_succeeded", ROWS, ROWS - len(bad), 0, 0, len(bad))
+    assert {r.line for r in client.rejects(job_id)} == bad
+    with db.session_scope() as s:
+        assert s.execute(text("SELECT count(*) FROM todos")).scalar_one() == ROWS - len(bad)
+    # and the rejects export to a file to fix and re-import, from the ledger alone
+    out = elsewhere / "rejects.csv"
+    exported = subprocess.run(
+        _bulkops("rejects", str(job_id), "--out", str(out)), env=env, capture_output=True
+    )
+    assert exported.returncode == 0, exported.stderr.decode()
+    assert len(out.read_text().splitlines()) == 1 + len(bad)
+    # and the object is gone once the job ended; no large object was ever made
+    assert list(store.iterdir()) == []
+    assert _large_objects() == before
+    assert not uploads.exists(uploads.UploadRef.from_params(upload))

@@ -142,7 +142,7 @@ def import_(
         bool,
         typer.Option(
             "--upload",
-            help="Stream the local file into PostgreSQL, so workers need no shared folder.",
+            help="Stream the local file to the upload store (PostgreSQL, or BULKOPS_UPLOAD_STORE).",
         ),
     ] = False,
     name: Annotated[str | None, typer.Option(help="Name of the uploaded data.")] = None,

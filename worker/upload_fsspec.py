@@ -21,7 +21,14 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from worker.errors import ConfigError, ImportPathError
-from worker.upload_store import FSSPEC, READ_BUFFER_BYTES, Blocks, Readable, UploadRef
+from worker.upload_store import (
+    FSSPEC,
+    READ_BUFFER_BYTES,
+    Blocks,
+    Readable,
+    SeekableRaw,
+    UploadRef,
+)
 
 
 def filesystem(url: str) -> tuple[Any, str]:
@@ -94,7 +101,7 @@ def _url(ref: UploadRef) -> str:
     return ref.url
 
 
-class RangeReader(io.RawIOBase):
+class RangeReader(SeekableRaw):
     """A raw, seekable binary stream over one object: each read is ``cat_file(start, end)``.
 
     The size is the one recorded when it was stored; nothing is read ahead.
@@ -108,12 +115,6 @@ class RangeReader(io.RawIOBase):
         self._pos = 0
         if not self._fs.exists(self._path):
             raise ImportPathError(f"{ref} is no longer stored")
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")

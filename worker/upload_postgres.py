@@ -26,7 +26,14 @@ from sqlmodel import Session
 
 from worker.db import get_engine, session_scope, translated
 from worker.errors import ImportPathError
-from worker.upload_store import POSTGRES, READ_BUFFER_BYTES, Blocks, Readable, UploadRef
+from worker.upload_store import (
+    POSTGRES,
+    READ_BUFFER_BYTES,
+    Blocks,
+    Readable,
+    SeekableRaw,
+    UploadRef,
+)
 
 _UNDEFINED_OBJECT = "42704"  # SQLSTATE: large object does not exist
 
@@ -108,7 +115,7 @@ def unlink(conn: Connection | Session, oid: int) -> bool:
     return removed is not None
 
 
-class _LargeObjectRaw(io.RawIOBase):
+class _LargeObjectRaw(SeekableRaw):
     """A raw, seekable binary stream over one large object (psycopg2 ``lobject``).
 
     Holds a pooled connection, in a read-only transaction, until closed.
@@ -131,12 +138,6 @@ class _LargeObjectRaw(io.RawIOBase):
         except BaseException:
             self._release()
             raise
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")

@@ -12,6 +12,7 @@ know which one it is.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any, Protocol
@@ -120,3 +121,13 @@ class Blocks:
     def ref(self, name: str, **where: Any) -> UploadRef:
         """The reference of what passed, once the stream is exhausted."""
         return UploadRef(name=name, size=self.size, sha256=self._digest.hexdigest(), **where)
+
+
+class SeekableRaw(io.RawIOBase):
+    """The base of a store's raw reader: readable and seekable; buffered by the store's ``open``."""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True

@@ -1,12 +1,7 @@
-"""End to end: a producer with no folder shared with the workers uploads its file.
-
-Needs worker/importer.py to read its source through ``worker.uploads.open_source``
-(the lead's wiring, issue 11); skipped until then.
-"""
+"""End to end: a producer with no folder shared with the workers uploads its file."""
 
 from __future__ import annotations
 
-import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +11,7 @@ import pytest
 from import_support import counts, seed_users
 from sqlalchemy import text
 
-from worker import client, db, importer, uploads
-
-WIRED = "open_source" in inspect.getsource(importer)
-pytestmark = pytest.mark.skipif(
-    not WIRED, reason="worker/importer.py does not read uploads yet (open_source)"
-)
+from worker import client, db, uploads
 
 ROWS = 100_000
 OWNERS = [f"owner{i}@example.com" for i in range(20)]
@@ -51,23 +41,26 @@ def _large_objects() -> int:
         return int(s.execute(text("SELECT count(*) FROM pg_largeobject_metadata")).scalar_one())
 
 
-@pytest.mark.parametrize("how", ["--upload", "stdin"])
+@pytest.mark.parametrize("how", ["--upload", "stdin", "object store"])
 def test_a_producer_elsewhere_uploads_100k_rows_and_gets_the_exact_result(
     worker: Any, bulkops_env: dict[str, str], tmp_path: Path, how: str
 ) -> None:
     # Given owners, and a file in a directory that is not under the import root
+    # (for "object store": uploads go to an fsspec file:// store, as they would to s3://)
     seed_users(*OWNERS)
     data, bad = _file()
     elsewhere = tmp_path / "laptop"
     elsewhere.mkdir()
     (elsewhere / "todos.csv").write_bytes(data)
+    store = tmp_path / "object-store"
+    env = {**bulkops_env, "BULKOPS_UPLOAD_STORE": f"file://{store}"}
     before = _large_objects()
     # When the producer runs `bulkops import` from there, uploading the file
-    args = ["import", "todos.csv", "--upload"] if how == "--upload" else ["import", "-"]
+    args = ["import", "-"] if how == "stdin" else ["import", "todos.csv", "--upload"]
     done = subprocess.run(
         _bulkops(*args, "--wait", "--json"),
         input=data if how == "stdin" else None,
-        env=bulkops_env,
+        env=env if how == "object store" else bulkops_env,
         cwd=elsewhere,
         capture_output=True,
         timeout=600,
@@ -81,50 +74,20 @@ def test_a_producer_elsewhere_uploads_100k_rows_and_gets_the_exact_result(
     assert {r.line for r in rejects} == bad
     with db.session_scope() as s:
         assert s.execute(text("SELECT count(*) FROM todos")).scalar_one() == ROWS - len(bad)
-    # and its upload is gone once the job ended (needs the job-end hook: discard_for_job)
-    assert _large_objects() == before
-    assert not uploads.exists(uploads.UploadRef.from_params(summary.params["upload"]))
-
-
-def test_with_an_object_store_the_upload_goes_there_and_is_removed_after_the_job(
-    worker: Any, bulkops_env: dict[str, str], tmp_path: Path
-) -> None:
-    # Given an fsspec store (file://, as s3:// would be) and a producer elsewhere
-    seed_users(*OWNERS)
-    data, bad = _file()
-    store = tmp_path / "object-store"
-    env = {**bulkops_env, "BULKOPS_UPLOAD_STORE": f"file://{store}"}
-    elsewhere = tmp_path / "app-server"
-    elsewhere.mkdir()
-    (elsewhere / "todos.csv").write_bytes(data)
-    before = _large_objects()
-    # When the producer uploads the file from there and waits
-    done = subprocess.run(
-        _bulkops("import", "todos.csv", "--upload", "--wait", "--json"),
-        env=env,
-        cwd=elsewhere,
-        capture_output=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr.decode()
-    # Then the job read the object (not a large object) and the result and rejects are exact
-    job_id = client.jobs(limit=1)[0].id
-    summary = client.summary(job_id)
-    upload = summary.params["upload"]
-    assert (upload["store"], upload["size"]) == ("fsspec", len(data))
-    assert upload["url"].startswith(f"file://{store}/")
-    assert counts(summary) == ("partially_succeeded", ROWS, ROWS - len(bad), 0, 0, len(bad))
-    assert {r.line for r in client.rejects(job_id)} == bad
-    with db.session_scope() as s:
-        assert s.execute(text("SELECT count(*) FROM todos")).scalar_one() == ROWS - len(bad)
-    # and the rejects export to a file to fix and re-import, from the ledger alone
+    # and the rejects export to a file to fix and re-import
     out = elsewhere / "rejects.csv"
     exported = subprocess.run(
-        _bulkops("rejects", str(job_id), "--out", str(out)), env=env, capture_output=True
+        _bulkops("rejects", str(job_id), "--out", str(out)), env=bulkops_env, capture_output=True
     )
     assert exported.returncode == 0, exported.stderr.decode()
     assert len(out.read_text().splitlines()) == 1 + len(bad)
-    # and the object is gone once the job ended; no large object was ever made
-    assert list(store.iterdir()) == []
+    # and the data went to the store named, and is gone once the job ended
+    upload = summary.params["upload"]
+    if how == "object store":
+        assert (upload["store"], upload["size"]) == ("fsspec", len(data))
+        assert upload["url"].startswith(f"file://{store}/")
+        assert list(store.iterdir()) == []
+    else:
+        assert (upload["store"], upload["size"]) == ("postgres", len(data))
     assert _large_objects() == before
     assert not uploads.exists(uploads.UploadRef.from_params(upload))

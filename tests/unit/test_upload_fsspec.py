@@ -11,14 +11,13 @@ from typing import Any
 
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
+from upload_streams import MIB, Failing, Filler
 
 from worker import parsing, upload_fsspec, uploads
 from worker.config import Settings
 from worker.errors import ConfigError, ImportPathError
 from worker.upload_fsspec import FsspecStore
 from worker.upload_store import FSSPEC, UploadRef
-
-MIB = 1024 * 1024
 
 
 def _base() -> str:
@@ -85,19 +84,6 @@ def test_parsing_plans_and_reads_chunks_from_the_object_as_from_the_file(tmp_pat
 
 
 def test_a_stream_that_breaks_part_way_leaves_no_object(tmp_path: Path) -> None:
-    class Failing(io.RawIOBase):
-        sent = 0
-
-        def readable(self) -> bool:
-            return True
-
-        def readinto(self, b: Any) -> int:
-            if self.sent >= 3 * MIB:
-                raise OSError("connection reset by producer")
-            b[: len(b)] = b"a" * len(b)
-            self.sent += len(b)
-            return len(b)
-
     base = tmp_path / "store"
     with pytest.raises(OSError, match="connection reset"):
         FsspecStore(f"file://{base}").write(io.BufferedReader(Failing()), "broken.csv")
@@ -117,21 +103,9 @@ def test_remove_once_then_reading_says_it_is_gone(tmp_path: Path) -> None:
 
 
 def test_memory_stays_bounded_while_storing_and_reading(tmp_path: Path) -> None:
-    class Newlines(io.RawIOBase):
-        left = 32 * MIB
-
-        def readable(self) -> bool:
-            return True
-
-        def readinto(self, b: Any) -> int:
-            n = min(len(b), self.left)
-            b[:n] = b"\n" * n
-            self.left -= n
-            return n
-
     tracemalloc.start()
     try:
-        ref = FsspecStore(f"file://{tmp_path}").write(io.BufferedReader(Newlines()), "n.csv")
+        ref = FsspecStore(f"file://{tmp_path}").write(io.BufferedReader(Filler(32 * MIB)), "n.csv")
         with uploads.UploadedFile(ref).open("rb") as f:
             total = sum(len(block) for block in iter(lambda: f.read(MIB), b""))
         _, peak = tracemalloc.get_traced_memory()

@@ -18,7 +18,8 @@ Install with ``pip install 'bulkops[async]'``. Engines are per event loop
 (an asyncpg connection belongs to the loop that opened it) and follow
 ``DATABASE_URL``; call :func:`dispose_engine` on shutdown (a FastAPI lifespan).
 Uploads stream from any object with ``async read(n)`` (Starlette's
-``UploadFile``) into the same PostgreSQL large objects as ``worker.client``.
+``UploadFile``) into the same upload store as ``worker.client``
+(PostgreSQL large objects, or ``BULKOPS_UPLOAD_STORE``).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from worker import chunks, client, ledger, seeding, uploads
+from worker import chunks, client, ledger, seeding, upload_postgres, uploads
 from worker.config import get_settings
 from worker.db import translated
 from worker.errors import ImportPathError, UsageError
@@ -195,7 +196,7 @@ async def submit_import(
     """Queue an import; returns the job id. As :func:`worker.client.submit_import`.
 
     ``path`` is a file under BULKOPS_IMPORT_ROOT, or (``upload=True``) a local
-    file, or an async reader (an ``UploadFile``) streamed into PostgreSQL
+    file, or an async reader (an ``UploadFile``) streamed into the upload store
     first, in ``uploads.WRITE_BYTES`` writes; ``name`` names a stream.
     """
     options = (table, format, mode, dry_run, max_errors, max_error_rate)
@@ -224,7 +225,7 @@ async def submit_import(
     except BaseException:
         await discard(ref)
         raise
-    if (await summary(job_id)).params.get("upload", {}).get("oid") != ref.oid:
+    if (await summary(job_id)).params.get("upload") != ref.to_params():
         await discard(ref)  # the key's earlier job: it has its own data
     return job_id
 
@@ -242,13 +243,23 @@ class _ThreadReader:
 async def store(
     stream: AsyncReadable, name: str, on_progress: Callable[[int], None] | None = None
 ) -> uploads.UploadRef:
-    """Stream into a new large object, one commit at the end (as ``uploads.store``)."""
+    """Stream into the configured upload store, as ``uploads.store`` does.
+
+    PostgreSQL: a new large object written on the async engine, one commit at
+    the end. An fsspec store: its blocking writer runs in a worker thread,
+    reading each block from ``stream`` back on this loop.
+    """
+    target = uploads.configured_store()
+    if not isinstance(target, upload_postgres.PostgresStore):
+        loop = asyncio.get_running_loop()
+        reader = _LoopReader(stream, loop)
+        return await asyncio.to_thread(target.write, reader, name, on_progress)
     digest, size = hashlib.sha256(), 0
     with translated():
         async with get_engine().begin() as conn:
-            oid = await conn.run_sync(uploads.create_object)
+            oid = await conn.run_sync(upload_postgres.create_object)
             while block := await stream.read(uploads.WRITE_BYTES):
-                await conn.run_sync(uploads.put_block, oid, size, block)
+                await conn.run_sync(upload_postgres.put_block, oid, size, block)
                 digest.update(block)
                 size += len(block)
                 if on_progress is not None:
@@ -256,9 +267,21 @@ async def store(
     return uploads.UploadRef(oid=oid, name=name, size=size, sha256=digest.hexdigest())
 
 
+class _LoopReader:
+    """An async reader read from a worker thread: each read runs on the reader's loop."""
+
+    def __init__(self, stream: AsyncReadable, loop: asyncio.AbstractEventLoop) -> None:
+        self._stream, self._loop = stream, loop
+
+    def read(self, size: int = -1, /) -> bytes:
+        return asyncio.run_coroutine_threadsafe(self._stream.read(size), self._loop).result()
+
+
 async def discard(ref: uploads.UploadRef) -> bool:
     """Remove an upload's data; False if it was already gone."""
-    return await _run(uploads.unlink, ref.oid)
+    if ref.oid is None:
+        return await asyncio.to_thread(uploads.discard, ref)
+    return await _run(upload_postgres.unlink, ref.oid)
 
 
 async def submit_update_status(
@@ -269,8 +292,11 @@ async def submit_update_status(
     created_before: str | None = None,
     dry_run: bool = False,
     key: str | None = None,
+    table: str | None = None,
+    where: dict[str, str] | Sequence[tuple[str, str]] | None = None,
+    updated_before: str | None = None,
 ) -> int:
-    """Queue a bulk status update; returns the job id. Refusals as in worker.client."""
+    """Queue a bulk status update; returns the job id. As worker.client.submit_update_status."""
     params = await asyncio.to_thread(
         client.update_params,
         to_status,
@@ -279,6 +305,9 @@ async def submit_update_status(
         ids_file,
         created_before,
         dry_run,
+        table,
+        where,
+        updated_before,
     )
     await _run(client.check_owner, params)
     return await _submit(JobKind.UPDATE_STATUS, params.to_params(), key)

@@ -142,7 +142,7 @@ def import_(
         bool,
         typer.Option(
             "--upload",
-            help="Stream the local file into PostgreSQL, so workers need no shared folder.",
+            help="Stream the local file to the upload store (PostgreSQL, or BULKOPS_UPLOAD_STORE).",
         ),
     ] = False,
     name: Annotated[str | None, typer.Option(help="Name of the uploaded data.")] = None,
@@ -191,7 +191,14 @@ def update_status(
         str | None, typer.Option("--ids-file", help="Only these ids (one per line).")
     ] = None,
     created_before: Annotated[
-        str | None, typer.Option("--created-before", help="Only rows created before (ISO 8601).")
+        str | None,
+        typer.Option("--created-before", help="Only rows created before (ISO 8601, or 30d)."),
+    ] = None,
+    updated_before: Annotated[
+        str | None,
+        typer.Option(
+            "--updated-before", help="Only rows last changed before (ISO 8601, or 30d, 12h)."
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Count what would change; commit nothing.")
@@ -206,7 +213,8 @@ def update_status(
             fail("--where takes COLUMN=VALUE")
         pairs = [(w.split("=", 1)[0], w.split("=", 1)[1]) for w in where or ()]
         job_id = client.submit_update_status(
-            to, from_ or (), owner, ids_file, created_before, dry_run, key, table, pairs
+            to, from_ or (), owner, ids_file, created_before, dry_run, key, table, pairs,
+            updated_before=updated_before,
         )
         finish_job(job_id, wait, as_json)
 

@@ -113,8 +113,9 @@ def submit_import(
     By default ``path`` is a file under BULKOPS_IMPORT_ROOT, which every worker
     must see; a path outside it is refused here, before any job exists. With
     ``upload=True``, or when ``path`` is a binary stream, the data is streamed
-    into PostgreSQL first (:mod:`worker.uploads`) and any worker reads it from
-    there: no shared folder. ``name`` names a stream (messages, format guess);
+    into the upload store first (:mod:`worker.uploads`: PostgreSQL, or
+    BULKOPS_UPLOAD_STORE) and any worker reads it from there: no shared
+    folder. ``name`` names a stream (messages, format guess);
     ``on_progress(n)`` is told the bytes of each write.
     """
     if upload or not isinstance(path, str | Path):
@@ -164,7 +165,7 @@ def _submit_upload(
     except BaseException:
         uploads.discard(ref)
         raise
-    if ledger.get_summary(job_id).params.get("upload", {}).get("oid") != ref.oid:
+    if ledger.get_summary(job_id).params.get("upload") != ref.to_params():
         uploads.discard(ref)  # the key's earlier job: it has its own data
     return job_id
 
@@ -179,16 +180,28 @@ def submit_update_status(
     key: str | None = None,
     table: str | None = None,
     where: dict[str, str] | Sequence[tuple[str, str]] | None = None,
+    updated_before: str | None = None,
 ) -> int:
     """Queue a bulk status update of any target that declares a status; returns the job id.
 
     ``where`` filters on the target's file columns (``{"category_slug": "home"}``);
-    ``owner_email`` is the example's ``--owner``. Unknown statuses or columns, a
-    malformed timestamp, an unknown parent or an ids file outside the import
-    root are refused here, before any job exists.
+    ``owner_email`` is the example's ``--owner``. ``created_before`` and
+    ``updated_before`` take an ISO 8601 timestamp or a relative ``30d``
+    (:func:`resolve_relative`), and need the target's table to have that
+    column. Unknown statuses or columns, a malformed timestamp, an unknown
+    parent or an ids file outside the import root are refused here, before
+    any job exists.
     """
     params = update_params(
-        to_status, from_statuses, owner_email, ids_file, created_before, dry_run, table, where
+        to_status,
+        from_statuses,
+        owner_email,
+        ids_file,
+        created_before,
+        dry_run,
+        table,
+        where,
+        updated_before,
     )
     with session_scope() as session:
         check_owner(session, params)
@@ -204,6 +217,7 @@ def update_params(
     dry_run: bool,
     table: str | None = None,
     where: dict[str, str] | Sequence[tuple[str, str]] | None = None,
+    updated_before: str | None = None,
 ) -> UpdateParams:
     """A status update's validated params, but for its filters (shared with worker.aclient)."""
     pairs = list(where.items()) if isinstance(where, dict) else list(where or ())
@@ -216,6 +230,7 @@ def update_params(
         dry_run=dry_run,
         table=table or updates.EXAMPLE_TABLE,
         where=tuple((str(k), str(v)) for k, v in pairs),
+        updated_before=resolve_relative(updated_before),
     )
 
 

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     # Keep an uploaded import file (a PostgreSQL large object) after its job
     # ends, e.g. to re-run or audit it; by default it is removed.
     bulkops_keep_uploads: bool = False
+    # Where `bulkops import --upload`/`-` and worker.client stream uploads:
+    # unset (or "postgres"), PostgreSQL large objects; else an fsspec URL
+    # every worker can read (s3://bucket/prefix, gs://…, file:///shared/uploads).
+    bulkops_upload_store: str | None = None
     # A JSON (or YAML) file of periodic bulk jobs for beat (worker/schedules.py).
     bulkops_schedule: Path | None = None
     # A folder under the import root whose new files beat imports once each,
@@ -74,6 +78,15 @@ class Settings(BaseSettings):
         if value.startswith("postgres://"):
             value = "postgresql://" + value[len("postgres://") :]
         return value
+
+    @field_validator("bulkops_upload_store")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        if value is None or value.strip() in ("", "postgres"):
+            return None
+        if "://" not in value:
+            raise ValueError("must be postgres or an fsspec URL (s3://…, gs://…, file:///…)")
+        return value.strip()
 
     @field_validator("redis_url", "celery_broker_url", "celery_result_backend")
     @classmethod

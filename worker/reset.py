@@ -21,6 +21,7 @@ command returns when the data is there.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 
-from worker import db, ledger, migrate, runner, uploads
+from worker import db, ledger, migrate, runner, upload_postgres, uploads
 from worker.config import Settings, get_settings
 from worker.errors import BulkopsError, ConcurrencyConflict, UsageError
 from worker.models import JobKind
@@ -77,8 +78,14 @@ def ask_stdin(prompt: str) -> str | None:
 
 
 def _discard_uploads(conn: Connection) -> None:
+    """The jobs' uploads: large objects in this transaction, objects elsewhere best effort."""
     for params in ledger.upload_params(conn):
-        uploads.unlink(conn, uploads.UploadRef.from_params(params).oid)
+        ref = uploads.UploadRef.from_params(params)
+        if ref.oid is not None:
+            upload_postgres.unlink(conn, ref.oid)
+        else:
+            with contextlib.suppress(Exception):
+                uploads.discard(ref)
 
 
 def seed_inline(params: SeedParams) -> JobSummary:

@@ -52,6 +52,7 @@ class UpdateParams:
     table: str = EXAMPLE_TABLE
     # Filters on the target's file columns (its own, or a lookup's: category_slug=home).
     where: tuple[tuple[str, str], ...] = ()
+    updated_before: str | None = None  # ISO 8601: rows last changed before this
 
     def __post_init__(self) -> None:
         spec = self.spec()
@@ -59,15 +60,14 @@ class UpdateParams:
             if status not in status_of(spec).values:
                 values = ", ".join(status_of(spec).values)
                 raise UsageError(f"unknown status {status!r}: use one of {values}")
-        if self.created_before is not None:
-            if "created_at" not in spec.table.c:
-                raise UsageError(f"--created-before: {spec.name} has no created_at column")
+        for column, value in self.time_filters():
+            option = f"--{column.removesuffix('_at')}-before"
+            if column not in spec.table.c:
+                raise UsageError(f"{option}: {spec.name} has no {column} column")
             try:
-                parse_timestamp(self.created_before)
+                parse_timestamp(value)
             except ValueError:
-                raise UsageError(
-                    f"--created-before {self.created_before!r} is not an ISO 8601 timestamp"
-                ) from None
+                raise UsageError(f"{option} {value!r} is not an ISO 8601 timestamp") from None
         if self.ids_file is not None and not isinstance(spec.table.c[spec.pk].type, Integer):
             raise UsageError(f"--ids-file: {spec.name}'s primary key is not an integer")
         for name, value in self.filters():
@@ -81,7 +81,15 @@ class UpdateParams:
         extra = [("owner_email", self.owner_email)] if self.owner_email is not None else []
         return [*extra, *self.where]
 
+    def time_filters(self) -> list[tuple[str, str]]:
+        """(timestamp column, ISO value) of each ``--created-before``/``--updated-before`` given."""
+        given = (("created_at", self.created_before), ("updated_at", self.updated_before))
+        return [(column, value) for column, value in given if value is not None]
+
     def to_params(self) -> dict[str, Any]:
+        # updated_before only when given: a key's earlier job, submitted before
+        # the filter existed, still compares equal to the same request now.
+        since = {} if self.updated_before is None else {"updated_before": self.updated_before}
         return {
             "table": self.table,
             "to_status": self.to_status,
@@ -91,6 +99,7 @@ class UpdateParams:
             "created_before": self.created_before,
             "where": [list(w) for w in self.where],
             "dry_run": self.dry_run,
+            **since,
         }
 
     @classmethod
@@ -105,6 +114,7 @@ class UpdateParams:
             dry_run=bool(p.get("dry_run")),
             table=p.get("table") or EXAMPLE_TABLE,
             where=tuple((str(k), str(v)) for k, v in p.get("where") or ()),
+            updated_before=p.get("updated_before"),
         )
 
 
@@ -182,9 +192,9 @@ def _filters(session: Session, p: UpdateParams) -> tuple[str, dict[str, Any]]:
             raise UsageError(f"{option} {shown!r}: no {lk.parent} row with that {', '.join(lk.by)}")
         clauses.append(f"{fk} = :{fk}")
         params[fk] = found[key]
-    if p.created_before:
-        clauses.append("created_at < :created_before")
-        params["created_before"] = parse_timestamp(p.created_before)
+    for stamp, value in p.time_filters():
+        clauses.append(f"{stamp} < :{stamp}_before")  # a column name checked, never input
+        params[f"{stamp}_before"] = parse_timestamp(value)
     return " AND ".join(clauses), params
 
 

@@ -1,18 +1,13 @@
-"""Uploaded import files: stored in PostgreSQL, read by any worker like a local file.
+"""Uploaded import files: written to an upload store, read by any worker like a local file.
 
-A producer with no folder shared with the workers streams its file into a
-PostgreSQL large object (:func:`store`), in ``WRITE_BYTES`` writes; the server
-keeps it as 2 KiB pages of ``pg_largeobject``, never one huge value, and the
-producer holds one write buffer at a time. The job's params carry the
-reference (``{"upload": {...}}``) instead of a path under the import root.
-
-Why large objects rather than a chunk table: they need no schema (no
-migration, no model), and ``lo_lseek64``/``loread`` read exactly the byte
-range a chunk asks for on the server, which is what the import's plan and
-chunks do with a file. Their cost: a descriptor lives only inside a
-transaction, so an open upload holds one pooled connection (with an open
-read-only transaction) until it is closed; and nothing removes a large
-object by itself, hence :func:`discard`, called when the job ends.
+A producer with no folder shared with the workers streams its file into the
+upload store (:func:`store`); the job's params carry the reference
+(``{"upload": {...}}``) instead of a path under the import root. The store
+is PostgreSQL large objects by default (:mod:`worker.upload_postgres`), or
+any fsspec URL named by ``BULKOPS_UPLOAD_STORE`` (:mod:`worker.upload_fsspec`);
+both implement :class:`worker.upload_store.UploadStore`, and this module is
+the only one that picks between them: new uploads go to the configured store,
+an existing reference is read from and removed in the store it names.
 
 :func:`open_source` gives the import what it reads: something with ``.name``
 and ``.open("rb")`` (a seekable buffered binary file), for an upload as for a
@@ -21,26 +16,26 @@ file under the import root.
 
 from __future__ import annotations
 
-import hashlib
-import io
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from typing import IO, Any, BinaryIO, Protocol
-
-import psycopg2
-from sqlalchemy import Connection, text
-from sqlmodel import Session
+from collections.abc import Callable
+from typing import IO, Any, Protocol
 
 from worker import ledger
 from worker.config import get_settings
-from worker.db import get_engine, session_scope, translated
-from worker.errors import ImportPathError, UsageError
+from worker.errors import UsageError
 from worker.source import FileIdentity, confine
+from worker.upload_fsspec import FsspecStore
+from worker.upload_postgres import PostgresStore
+from worker.upload_store import (
+    FSSPEC,
+    POSTGRES,
+    READ_BUFFER_BYTES,
+    WRITE_BYTES,
+    Readable,
+    UploadRef,
+    UploadStore,
+)
 
-WRITE_BYTES = 1024 * 1024  # bytes per write while storing (the producer's buffer)
-READ_BUFFER_BYTES = 1024 * 1024  # the reader's buffer: one loread per MiB of sequential reads
-_UNDEFINED_OBJECT = "42704"  # SQLSTATE: large object does not exist
+__all__ = ["READ_BUFFER_BYTES", "WRITE_BYTES", "UploadRef", "UploadStore"]
 
 
 class Source(Protocol):
@@ -52,104 +47,41 @@ class Source(Protocol):
     def open(self, mode: str = "rb") -> IO[bytes]: ...
 
 
-@dataclass(frozen=True)
-class UploadRef:
-    """Where an upload is stored; JSON in the job's params under ``upload``."""
-
-    oid: int  # the PostgreSQL large object
-    name: str  # the producer's file name (messages, guessing the format)
-    size: int
-    sha256: str
-    store: str = "postgres"
-
-    def to_params(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_params(cls, value: Any) -> UploadRef:
-        if not isinstance(value, dict) or value.get("store", "postgres") != "postgres":
-            raise UsageError(f"upload: not a reference to a stored upload: {value!r}")
-        try:
-            return cls(
-                oid=int(value["oid"]),
-                name=str(value["name"]),
-                size=int(value["size"]),
-                sha256=str(value["sha256"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UsageError(f"upload: malformed reference {value!r}: {exc}") from None
+# --- which store -----------------------------------------------------------------------
 
 
-# --- store ---------------------------------------------------------------------------
+def configured_store() -> UploadStore:
+    """Where new uploads go: ``BULKOPS_UPLOAD_STORE`` (an fsspec URL), else PostgreSQL."""
+    url = get_settings().bulkops_upload_store
+    return PostgresStore() if url is None else FsspecStore(url)
 
 
-@contextmanager
-def _raw_connection() -> Iterator[Any]:
-    """A pooled connection's psycopg2 connection, in a transaction rolled back unless committed."""
-    proxy = get_engine().raw_connection()
-    try:
-        yield proxy.dbapi_connection
-    finally:
-        try:
-            proxy.rollback()
-        finally:
-            proxy.close()  # back to the pool
+def store_for(ref: UploadRef) -> UploadStore:
+    """The store holding ``ref``, whatever the setting says today."""
+    if ref.store == FSSPEC:
+        return FsspecStore()
+    assert ref.store == POSTGRES
+    return PostgresStore()
+
+
+# --- store, remove ------------------------------------------------------------------------
 
 
 def store(
-    stream: BinaryIO, name: str, on_progress: Callable[[int], None] | None = None
+    stream: Readable, name: str, on_progress: Callable[[int], None] | None = None
 ) -> UploadRef:
-    """Copy ``stream`` to a new large object, ``WRITE_BYTES`` at a time; commit once at the end.
+    """Copy ``stream`` into the configured store, ``WRITE_BYTES`` at a time.
 
     ``on_progress(n)`` is called with the bytes of each write. Nothing is left
-    stored if the stream or the database fails part way.
+    stored if the stream or the store fails part way.
     """
-    digest = hashlib.sha256()
-    size = 0
-    with translated(), _raw_connection() as conn:
-        lobj = conn.lobject(0, "wb")
-        while block := stream.read(WRITE_BYTES):
-            lobj.write(block)
-            digest.update(block)
-            size += len(block)
-            if on_progress is not None:
-                on_progress(len(block))
-        oid = int(lobj.oid)
-        lobj.close()
-        conn.commit()
-    return UploadRef(oid=oid, name=name, size=size, sha256=digest.hexdigest())
-
-
-# Writing through SQL, for drivers without psycopg2's ``lobject`` (worker.aclient on
-# asyncpg): the same large object, the same WRITE_BYTES blocks, one commit by the caller.
-
-
-def create_object(conn: Connection) -> int:
-    """A new, empty large object in the caller's transaction; its oid."""
-    return int(conn.execute(text("SELECT lo_create(0)")).scalar_one())
-
-
-def put_block(conn: Connection, oid: int, offset: int, block: bytes) -> None:
-    conn.execute(
-        text("SELECT lo_put(CAST(:oid AS oid), :offset, :data)"),
-        {"oid": oid, "offset": offset, "data": block},
-    )
+    return configured_store().write(stream, name, on_progress)
 
 
 def discard(ref: UploadRef | dict[str, Any]) -> bool:
     """Remove an upload's data; False if it was already gone. Safe to call twice."""
-    oid = ref.oid if isinstance(ref, UploadRef) else UploadRef.from_params(ref).oid
-    with session_scope() as session:
-        return unlink(session, oid)
-
-
-def unlink(conn: Connection | Session, oid: int) -> bool:
-    """Remove a large object inside the caller's transaction; False if it was already gone."""
-    removed = conn.execute(
-        text("SELECT lo_unlink(oid) FROM pg_largeobject_metadata WHERE oid = CAST(:oid AS oid)"),
-        {"oid": oid},
-    ).first()
-    return removed is not None
+    ref = ref if isinstance(ref, UploadRef) else UploadRef.from_params(ref)
+    return store_for(ref).remove(ref)
 
 
 def discard_for_job(params: dict[str, Any]) -> bool:
@@ -161,80 +93,10 @@ def discard_for_job(params: dict[str, Any]) -> bool:
 
 
 def exists(ref: UploadRef) -> bool:
-    with session_scope() as session:
-        return bool(
-            session.execute(
-                text("SELECT 1 FROM pg_largeobject_metadata WHERE oid = CAST(:oid AS oid)"),
-                {"oid": ref.oid},
-            ).first()
-        )
+    return store_for(ref).exists(ref)
 
 
 # --- read ----------------------------------------------------------------------------
-
-
-class _LargeObjectRaw(io.RawIOBase):
-    """A raw, seekable binary stream over one large object (psycopg2 ``lobject``).
-
-    Holds a pooled connection, in a read-only transaction, until closed.
-    """
-
-    def __init__(self, ref: UploadRef) -> None:
-        super().__init__()
-        self._ref = ref
-        self._proxy = get_engine().raw_connection()
-        try:
-            with translated():
-                try:
-                    conn: Any = self._proxy.dbapi_connection
-                    self._lobj = conn.lobject(ref.oid, "rb")
-                except psycopg2.Error as exc:
-                    # psycopg2 raises it as an OperationalError with no SQLSTATE:
-                    # not a lost connection, and retrying will not bring it back.
-                    if exc.pgcode == _UNDEFINED_OBJECT or "does not exist" in str(exc):
-                        raise ImportPathError(
-                            f"upload {ref.name} (large object {ref.oid}) is no longer stored"
-                        ) from None
-                    raise
-        except BaseException:
-            self._release()
-            raise
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        with translated():
-            data = self._lobj.read(len(view))
-        view[: len(data)] = data
-        return len(data)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        with translated():
-            return int(self._lobj.seek(offset, whence))
-
-    def tell(self) -> int:
-        with translated():
-            return int(self._lobj.tell())
-
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                self._lobj.close()
-            except Exception:  # the connection may be gone; the rollback below ends it anyway
-                pass
-            self._release()
-        super().close()
-
-    def _release(self) -> None:
-        try:
-            self._proxy.rollback()
-        finally:
-            self._proxy.close()
 
 
 class UploadedFile:
@@ -250,10 +112,10 @@ class UploadedFile:
     def open(self, mode: str = "rb") -> IO[bytes]:
         if mode != "rb":
             raise UsageError(f"an upload opens only for binary reading ('rb'), not {mode!r}")
-        return io.BufferedReader(_LargeObjectRaw(self.ref), buffer_size=READ_BUFFER_BYTES)
+        return store_for(self.ref).open(self.ref)
 
     def __repr__(self) -> str:
-        return f"UploadedFile({self.ref.name!r}, oid={self.ref.oid}, {self.ref.size} bytes)"
+        return f"UploadedFile({self.ref}, {self.ref.size} bytes)"
 
 
 def open_source(params: dict[str, Any], expect: dict[str, int] | None = None) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -162,6 +163,21 @@ def test_reset_removes_the_jobs_uploaded_files(bulkops_env: dict[str, str]) -> N
     assert result.returncode == 0, describe(result)
     assert query(bulkops_env, "SELECT count(*) FROM jobs WHERE id = :id", id=job_id) == 0
     assert query(bulkops_env, "SELECT count(*) FROM pg_largeobject_metadata") == 0
+
+
+def test_reset_removes_the_jobs_objects_in_an_object_store(
+    bulkops_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.config import reset_settings
+
+    store = tmp_path / "object-store"
+    monkeypatch.setenv("BULKOPS_UPLOAD_STORE", f"file://{store}")
+    reset_settings()
+    client.submit_import(io.BytesIO(b"email,name\nx@example.com,X\n"), table="users", name="u.csv")
+    assert len(list(store.iterdir())) == 1
+    result = reset(dev(bulkops_env), "--yes")
+    assert result.returncode == 0, describe(result)
+    assert list(store.iterdir()) == []
 
 
 def test_reset_while_another_session_holds_a_table_changes_nothing(

@@ -142,6 +142,31 @@ async def test_upload_of_a_local_file_and_a_second_upload_with_the_same_key(
     assert await no_large_objects_left()  # the second copy went at once, the first with its job
 
 
+async def test_upload_to_an_object_store_off_the_loop(
+    aenv: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.config import reset_settings
+
+    # Given BULKOPS_UPLOAD_STORE names an fsspec URL
+    store = tmp_path / "object-store"
+    monkeypatch.setenv("BULKOPS_UPLOAD_STORE", f"file://{store}")
+    reset_settings()
+    data = b"email,name\nx@example.com,X\nnot-an-email,Z\n"
+    # When an async reader is uploaded twice with one key, its reads running on the loop
+    first = await aclient.submit_import(Chunked(data), table="users", name="u.csv", key="o-1")
+    again = await aclient.submit_import(Chunked(data), table="users", name="u.csv", key="o-1")
+    # Then one job reads one object (the second copy was removed at once), no large object
+    assert again == first and len(list(store.iterdir())) == 1
+    upload = (await aclient.summary(first)).params["upload"]
+    assert upload["store"] == "fsspec" and large_objects() == 0
+    done = await aclient.wait(first, timeout=WAIT_S, poll_s=0.05)
+    assert counts(done)[:3] == ("partially_succeeded", 2, 1), done
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while any(store.iterdir()) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)  # removed by the job's task just after its last commit
+    assert list(store.iterdir()) == []
+
+
 async def test_update_status_and_cancel(aenv: dict[str, str]) -> None:
     seed_users("o@example.com")
     with db.session_scope() as s:

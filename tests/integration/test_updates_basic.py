@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +106,90 @@ def test_bad_input_is_refused_before_any_job(worker: Any) -> None:
     assert client.jobs() == []
     s = client.wait(client.submit_update_status("completed", ["active"]), 60)
     assert (s.state, s.rows_read) == ("succeeded", 0)
+
+
+def _age(ids: list[int], days: int) -> None:
+    """Make rows last changed ``days`` ago.
+
+    The BEFORE UPDATE trigger sets updated_at to now() on every UPDATE, so the
+    old value is written with the trigger off for this session (replica role).
+    """
+    with db.session_scope() as s:
+        s.execute(text("SET LOCAL session_replication_role = replica"))
+        s.execute(
+            text(
+                "UPDATE todos SET updated_at = now() - make_interval(days => :d) "
+                "WHERE id = ANY(:i)"
+            ),
+            {"d": days, "i": ids},
+        )
+
+
+def test_updated_before_changes_only_rows_untouched_since(worker: Any) -> None:
+    # Given completed todos last changed 40 and 20 days ago, and one changed today
+    old = _make(["completed"] * 3)
+    recent = _make(["completed"] * 2, owner="bob@example.com")
+    today = _make(["completed"], owner="cy@example.com")
+    _age(old, 40)
+    _age(recent, 20)
+    # When a relative --updated-before 30d archives the completed ones
+    job = client.submit_update_status("archived", ["completed"], updated_before="30d")
+    s = client.wait(job, 60)
+    # Then only the rows untouched for 30 days moved, and the cutoff was resolved at submit
+    assert (s.state, s.rows_read, s.rows_updated, s.rows_rejected) == ("succeeded", 3, 3, 0)
+    cutoff = datetime.fromisoformat(s.params["updated_before"])
+    assert abs(cutoff - (datetime.now(UTC) - timedelta(days=30))) < timedelta(minutes=5)
+    after = _statuses()
+    assert [after[i] for i in old + recent + today] == ["archived"] * 3 + ["completed"] * 3
+    # and the update touched them: they no longer match the same filter
+    with db.session_scope() as s2:
+        fresh = s2.execute(
+            text(
+                "SELECT count(*) FROM todos "
+                "WHERE id = ANY(:i) AND updated_at > now() - interval '1 hour'"
+            ),
+            {"i": old},
+        ).scalar_one()
+    assert fresh == 3
+    # When an ISO cutoff 10 days ago is combined with another filter
+    iso = (datetime.now(UTC) - timedelta(days=10)).isoformat()
+    s = client.wait(
+        client.submit_update_status(
+            "archived", ["completed"], owner_email="bob@example.com", updated_before=iso
+        ),
+        60,
+    )
+    # Then bob's 20-day-old rows moved, today's row did not
+    assert (s.state, s.rows_updated) == ("succeeded", 2), s.error
+    assert [_statuses()[i] for i in recent + today] == ["archived", "archived", "completed"]
+
+
+def test_update_status_cli_takes_updated_before(worker: Any, bulkops_env: dict[str, str]) -> None:
+    import json
+    import subprocess
+    import sys
+
+    old = _make(["active"] * 2)
+    new = _make(["active"], owner="bob@example.com")
+    _age(old, 3)
+    script = Path(sys.executable).parent / "bulkops"
+    done = subprocess.run(
+        [str(script), "update-status", "--to", "completed", "--updated-before", "2d"]
+        + ["--wait", "--json"],
+        env=bulkops_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["state"], summary["rows_updated"]) == ("succeeded", 2)
+    assert [_statuses()[i] for i in old + new] == ["completed", "completed", "active"]
+    bad = subprocess.run(
+        [str(script), "update-status", "--to", "completed", "--updated-before", "soon"],
+        env=bulkops_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and "--updated-before 'soon' is not an ISO 8601" in bad.stderr

@@ -1,12 +1,7 @@
-"""End to end: a producer with no folder shared with the workers uploads its file.
-
-Needs worker/importer.py to read its source through ``worker.uploads.open_source``
-(the lead's wiring, issue 11); skipped until then.
-"""
+"""End to end: a producer with no folder shared with the workers uploads its file."""
 
 from __future__ import annotations
 
-import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -16,12 +11,7 @@ import pytest
 from import_support import counts, seed_users
 from sqlalchemy import text
 
-from worker import client, db, importer, uploads
-
-WIRED = "open_source" in inspect.getsource(importer)
-pytestmark = pytest.mark.skipif(
-    not WIRED, reason="worker/importer.py does not read uploads yet (open_source)"
-)
+from worker import client, db, uploads
 
 ROWS = 100_000
 OWNERS = [f"owner{i}@example.com" for i in range(20)]
@@ -51,23 +41,26 @@ def _large_objects() -> int:
         return int(s.execute(text("SELECT count(*) FROM pg_largeobject_metadata")).scalar_one())
 
 
-@pytest.mark.parametrize("how", ["--upload", "stdin"])
+@pytest.mark.parametrize("how", ["--upload", "stdin", "object store"])
 def test_a_producer_elsewhere_uploads_100k_rows_and_gets_the_exact_result(
     worker: Any, bulkops_env: dict[str, str], tmp_path: Path, how: str
 ) -> None:
     # Given owners, and a file in a directory that is not under the import root
+    # (for "object store": uploads go to an fsspec file:// store, as they would to s3://)
     seed_users(*OWNERS)
     data, bad = _file()
     elsewhere = tmp_path / "laptop"
     elsewhere.mkdir()
     (elsewhere / "todos.csv").write_bytes(data)
+    store = tmp_path / "object-store"
+    env = {**bulkops_env, "BULKOPS_UPLOAD_STORE": f"file://{store}"}
     before = _large_objects()
     # When the producer runs `bulkops import` from there, uploading the file
-    args = ["import", "todos.csv", "--upload"] if how == "--upload" else ["import", "-"]
+    args = ["import", "-"] if how == "stdin" else ["import", "todos.csv", "--upload"]
     done = subprocess.run(
         _bulkops(*args, "--wait", "--json"),
         input=data if how == "stdin" else None,
-        env=bulkops_env,
+        env=env if how == "object store" else bulkops_env,
         cwd=elsewhere,
         capture_output=True,
         timeout=600,
@@ -81,6 +74,20 @@ def test_a_producer_elsewhere_uploads_100k_rows_and_gets_the_exact_result(
     assert {r.line for r in rejects} == bad
     with db.session_scope() as s:
         assert s.execute(text("SELECT count(*) FROM todos")).scalar_one() == ROWS - len(bad)
-    # and its upload is gone once the job ended (needs the job-end hook: discard_for_job)
+    # and the rejects export to a file to fix and re-import
+    out = elsewhere / "rejects.csv"
+    exported = subprocess.run(
+        _bulkops("rejects", str(job_id), "--out", str(out)), env=bulkops_env, capture_output=True
+    )
+    assert exported.returncode == 0, exported.stderr.decode()
+    assert len(out.read_text().splitlines()) == 1 + len(bad)
+    # and the data went to the store named, and is gone once the job ended
+    upload = summary.params["upload"]
+    if how == "object store":
+        assert (upload["store"], upload["size"]) == ("fsspec", len(data))
+        assert upload["url"].startswith(f"file://{store}/")
+        assert list(store.iterdir()) == []
+    else:
+        assert (upload["store"], upload["size"]) == ("postgres", len(data))
     assert _large_objects() == before
-    assert not uploads.exists(uploads.UploadRef.from_params(summary.params["upload"]))
+    assert not uploads.exists(uploads.UploadRef.from_params(upload))

@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from upload_streams import MIB, Failing, Filler
 
 from worker import client, db, parsing, uploads
 from worker.config import reset_settings
 from worker.errors import ImportPathError, UsageError
-
-MIB = 1024 * 1024
 
 
 def _large_objects() -> int:
@@ -33,24 +32,6 @@ def _csv(rows: int, seed: int = 7) -> bytes:
         )
         lines.append(f"{title},active,u{i % 50}@example.com")
     return ("\n".join(lines) + "\n").encode()
-
-
-class _Failing(io.RawIOBase):
-    """A producer's stream that breaks after a few MiB."""
-
-    def __init__(self) -> None:
-        self.sent = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        if self.sent >= 3 * MIB:
-            raise OSError("connection reset by producer")
-        n = len(b)
-        b[:n] = b"a" * n
-        self.sent += n
-        return n
 
 
 def test_an_upload_reads_back_byte_for_byte_with_seek_tell_readline(
@@ -100,22 +81,10 @@ def test_parsing_reads_an_upload_exactly_as_the_local_file(
 
 def test_memory_stays_bounded_while_storing_and_reading(bulkops_env: dict[str, str]) -> None:
     # Given a 48 MiB stream that is never held whole
-    class Zeros(io.RawIOBase):
-        left = 48 * MIB
-
-        def readable(self) -> bool:
-            return True
-
-        def readinto(self, b: Any) -> int:
-            n = min(len(b), self.left)
-            b[:n] = b"\n" * n
-            self.left -= n
-            return n
-
     # When it is stored and then read back in 1 MiB reads
     tracemalloc.start()
     try:
-        ref = uploads.store(io.BufferedReader(Zeros()), "zeros.csv")
+        ref = uploads.store(io.BufferedReader(Filler(48 * MIB)), "zeros.csv")
         with uploads.UploadedFile(ref).open("rb") as f:
             total = sum(len(block) for block in iter(lambda: f.read(MIB), b""))
         _, peak = tracemalloc.get_traced_memory()
@@ -131,7 +100,7 @@ def test_a_stream_that_breaks_part_way_leaves_nothing_stored(
 ) -> None:
     before = _large_objects()
     with pytest.raises(OSError, match="connection reset"):
-        uploads.store(io.BufferedReader(_Failing()), "broken.csv")
+        uploads.store(io.BufferedReader(Failing()), "broken.csv")
     assert _large_objects() == before
 
 

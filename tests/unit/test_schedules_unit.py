@@ -74,6 +74,17 @@ def test_one_slot_one_key_whatever_the_moment_within_it() -> None:
     assert s.key(2) == "schedule:nightly:2"
 
 
+def test_a_slots_relative_times_start_from_the_slot_for_both_time_filters() -> None:
+    params = {"to_status": "archived", "created_before": "1d", "updated_before": "30d"}
+    s = schedules.Schedule("archive-stale", 3600.0, "update_status", params)
+    slot = s.slot(datetime(2026, 12, 1, 12, 30, tzinfo=UTC).timestamp())
+    assert s.params_for(slot) == {
+        "to_status": "archived",
+        "created_before": "2026-11-30T12:00:00+00:00",
+        "updated_before": "2026-11-01T12:00:00+00:00",
+    }
+
+
 def test_relative_times_resolve_against_now_and_others_pass_through() -> None:
     now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     assert resolve_relative("30d", now) == "2026-11-01T12:00:00+00:00"
@@ -89,7 +100,6 @@ def test_celeryconfig_adds_the_schedules_to_beat_and_refuses_a_bad_file(
 ) -> None:
     import importlib
 
-    import celeryconfig
     from worker.config import reset_settings
 
     # Given BULKOPS_SCHEDULE naming a file with one schedule
@@ -99,6 +109,8 @@ def test_celeryconfig_adds_the_schedules_to_beat_and_refuses_a_bad_file(
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
     monkeypatch.setenv("BULKOPS_SCHEDULE", str(path))
     reset_settings()
+    import celeryconfig  # after the URLs: a first import reads the settings
+
     try:
         # When celeryconfig is loaded, then beat has the health and recovery tasks and the schedule
         beat = importlib.reload(celeryconfig).beat_schedule

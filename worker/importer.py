@@ -2,8 +2,9 @@
 
 A chunk (one transaction) goes through three stages:
 
-1. parse + validate in Python (worker.parsing / worker.validation), then
-   resolve owners by email with one query per chunk; bad rows become rejects
+1. parse + validate in Python against the target (worker.parsing /
+   worker.target_rows), then resolve lookups (parents by natural key, one
+   query per chunk and lookup: worker.lookups); bad rows become rejects
    without touching the database;
 2. load the rest set-based (worker.loader): an optimistic ``COPY`` straight
    into the table, or, when that meets existing rows, staging + one join to

@@ -31,9 +31,8 @@ from worker.ledger import ChunkCounts, RejectedRow
 from worker.models import Job, JobKind
 from worker.runner import ChunkResult
 from worker.source import confine
-from worker.target_rows import Invalid, converter
+from worker.target_rows import Invalid, converter, parse_timestamp
 from worker.targets import StatusSpec, TargetSpec
-from worker.validation import parse_timestamp
 
 EXAMPLE_TABLE = "todos"
 

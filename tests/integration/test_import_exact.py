@@ -17,10 +17,11 @@ import pytest
 from import_support import Counts, counts, run, seed_users, todos, write
 from sqlalchemy import text
 
-from worker import client, db, loader
+from worker import client, db, loader, targets
 
 ANN = "ann@example.com"
 BOB = "bob@example.com"
+TODOS = targets.Registry(targets.builtin_targets()).get("todos").to_table_spec()
 HEADER = "title,status,owner_email\n"
 
 
@@ -114,7 +115,7 @@ def test_owner_deleted_after_the_lookup_is_one_reject(bulkops_env: dict[str, str
         ]
         raw = {line: f"row {line}" for line, _ in records}
         # When the rows are loaded
-        outcome = loader.load(s, loader.TODOS, records, raw, "insert", dry_run=False)
+        outcome = loader.load(s, TODOS, records, raw, "insert", dry_run=False)
     # Then each orphan is a reject with the foreign key's name and the rest loaded
     assert outcome.inserted == 380
     assert [r.line for r in outcome.rejects] == [line for line in range(2, 402) if line % 20 == 3]
@@ -140,7 +141,7 @@ def test_upsert_of_a_key_committed_meanwhile_applies_the_new_values(
         loader._stage_first["todos"] = True  # straight to the set-based statement
         with db.session_scope() as s:
             records = [(2, ("k", "completed", ann, None)), (3, ("new", "active", ann, None))]
-            result["outcome"] = loader.load(s, loader.TODOS, records, {}, "upsert", False)
+            result["outcome"] = loader.load(s, TODOS, records, {}, "upsert", False)
 
     thread = threading.Thread(target=upsert)
     thread.start()

@@ -12,7 +12,8 @@ Determinism: rows are generated in blocks of :data:`BLOCK` from an RNG seeded
 by (random seed, table, block), so the same seed gives the same rows whatever
 the chunking and whichever worker runs a chunk. The natural key's columns
 carry the row number (``title #12``, ``first.last.12@example.com``), so keys
-are unique and a re-run skips every row (``ON CONFLICT DO NOTHING``).
+are unique and a re-run skips every row. Rows load as imports do (:func:`worker.loader.load`,
+mode ``skip``): an optimistic COPY, else staging and ``ON CONFLICT DO NOTHING``.
 
 Parents first: seeding ``products`` also seeds ``categories`` and
 ``suppliers`` (``parent_rows``, default a tenth of the child's rows). Child
@@ -41,7 +42,7 @@ from faker.providers.lorem.en_US import Provider as _Lorem
 from faker.providers.person.en_US import Provider as _Person
 from sqlmodel import Session
 
-from worker import bulkload, lookups, targets
+from worker import loader, lookups, targets
 from worker.config import get_settings
 from worker.errors import RetryableError, UsageError
 from worker.ledger import ChunkCounts
@@ -405,11 +406,17 @@ class SeedOperation:
                 f"{target.name} rows {lo}-{hi}: {len(missing)} parent(s) not there yet "
                 f"(first: {missing[0].reason})"
             )
-        inserted = bulkload.insert_new(
-            session, target.table.name, target.load_columns, (), [values for _, values in records]
+        # Generated rows are valid by construction: a re-run's rows exist and are skipped
+        # (idempotent); a row the database still refuses (a CHECK the generator does not
+        # know) is a reject with the database's message, like an import's.
+        out = loader.load(session, target.to_table_spec(), records, {}, "skip", dry_run=False)
+        counts = ChunkCounts(
+            read=hi - lo,
+            inserted=out.inserted,
+            skipped=out.skipped,
+            rejected=len(out.rejects),
         )
-        read = hi - lo
-        return ChunkResult(ChunkCounts(read=read, inserted=inserted, skipped=read - inserted))
+        return ChunkResult(counts, out.rejects)
 
 
 SEED = SeedOperation()

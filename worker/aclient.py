@@ -35,7 +35,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from worker import chunks, client, ledger, seeding, uploads
+from worker import chunks, client, ledger, seeding, targets, updates, uploads
 from worker.config import get_settings
 from worker.db import translated
 from worker.errors import ImportPathError, UsageError
@@ -168,7 +168,7 @@ async def _submit(kind: str, params: dict[str, Any], key: str | None) -> int:
 async def submit_seed(
     users: int | None = None,
     todos_per_user: int | None = None,
-    random_seed: int = 42,
+    random_seed: int = seeding.DEFAULT_RANDOM_SEED,
     key: str | None = None,
     table: str | None = None,
     rows: int | None = None,
@@ -181,7 +181,7 @@ async def submit_seed(
 
 async def submit_import(
     path: str | Path | AsyncReadable,
-    table: str = "todos",
+    table: str = targets.EXAMPLE_TABLE,
     format: str | None = None,
     mode: str = "insert",
     dry_run: bool = False,
@@ -280,7 +280,7 @@ async def submit_update_status(
         created_before,
         dry_run,
     )
-    await _run(client.check_owner, params)
+    await _run(updates.check_filters, params)
     return await _submit(JobKind.UPDATE_STATUS, params.to_params(), key)
 
 

@@ -47,9 +47,10 @@ from worker.config import get_settings
 from worker.errors import RetryableError, UsageError
 from worker.ledger import ChunkCounts
 from worker.models import Job, JobKind
+from worker.params import JobParams
 from worker.runner import ChunkResult
 from worker.target_rows import TypedRow
-from worker.targets import INT_RANGES, ColumnSpec, TargetSpec
+from worker.targets import EXAMPLE_PARENT, EXAMPLE_TABLE, INT_RANGES, ColumnSpec, TargetSpec
 
 _WORDS: tuple[str, ...] = tuple(sorted(set(_Lorem.word_list)))
 _FIRST: tuple[str, ...] = tuple(sorted(_Person.first_names))
@@ -68,7 +69,6 @@ DEFAULT_ROWS = 100
 MAX_USERS = 10_000_000
 MAX_TODOS_PER_USER = 100_000
 MAX_ROWS = 1_000_000_000
-EXAMPLE_TABLE, EXAMPLE_PARENT = "todos", "users"
 
 
 class ParentsNotSeeded(RetryableError):
@@ -76,7 +76,7 @@ class ParentsNotSeeded(RetryableError):
 
 
 @dataclass(frozen=True)
-class SeedParams:
+class SeedParams(JobParams):
     """Seed ``rows`` rows of ``table`` (and its parents: ``parent_rows`` per parent target)."""
 
     table: str = EXAMPLE_TABLE
@@ -105,26 +105,16 @@ class SeedParams:
             raise UsageError(f"--todos-per-user must be between 0 and {MAX_TODOS_PER_USER}")
         return cls(EXAMPLE_TABLE, users * todos_per_user, {EXAMPLE_PARENT: users}, random_seed)
 
-    def to_params(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "rows": self.rows,
-            "parent_rows": dict(self.parent_rows),
-            "random_seed": self.random_seed,
-        }
-
     @classmethod
-    def from_params(cls, p: Mapping[str, Any]) -> SeedParams:
+    def from_params(cls, params: Mapping[str, Any]) -> SeedParams:
         """From a job's params; a job written before targets existed (users, todos_per_user)."""
-        if "table" not in p:
+        if isinstance(params, Mapping) and "table" not in params:
             return cls.example(
-                int(p.get("users", DEFAULT_USERS)),
-                int(p.get("todos_per_user", DEFAULT_TODOS_PER_USER)),
-                int(p.get("random_seed", DEFAULT_RANDOM_SEED)),
+                int(params.get("users", DEFAULT_USERS)),
+                int(params.get("todos_per_user", DEFAULT_TODOS_PER_USER)),
+                int(params.get("random_seed", DEFAULT_RANDOM_SEED)),
             )
-        return cls(
-            str(p["table"]), int(p["rows"]), dict(p.get("parent_rows") or {}), int(p["random_seed"])
-        )
+        return super().from_params(params)
 
     def counts(self, registry: targets.Registry) -> dict[str, int]:
         """Rows per target, parents first: declared ``parent_rows``, else a tenth of the child's."""

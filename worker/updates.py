@@ -29,19 +29,18 @@ from worker.db import copy_rows
 from worker.errors import UsageError
 from worker.ledger import ChunkCounts, RejectedRow
 from worker.models import Job, JobKind
+from worker.params import JobParams
 from worker.runner import ChunkResult
 from worker.source import confine
 from worker.target_rows import Invalid, converter, parse_timestamp
-from worker.targets import StatusSpec, TargetSpec
-
-EXAMPLE_TABLE = "todos"
+from worker.targets import EXAMPLE_TABLE, StatusSpec, TargetSpec
 
 # A batch waits at most this long for a row lock; then it is retried (retryable).
 LOCK_TIMEOUT = "5s"
 
 
 @dataclass(frozen=True)
-class UpdateParams:
+class UpdateParams(JobParams):
     to_status: str
     from_statuses: tuple[str, ...] = ()
     owner_email: str | None = None  # the example's --owner: where owner_email = this
@@ -79,32 +78,6 @@ class UpdateParams:
         """Every file-column filter: ``--where`` and the example's ``--owner``."""
         extra = [("owner_email", self.owner_email)] if self.owner_email is not None else []
         return [*extra, *self.where]
-
-    def to_params(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "to_status": self.to_status,
-            "from_statuses": list(self.from_statuses),
-            "owner_email": self.owner_email,
-            "ids_file": self.ids_file,
-            "created_before": self.created_before,
-            "where": [list(w) for w in self.where],
-            "dry_run": self.dry_run,
-        }
-
-    @classmethod
-    def from_job(cls, job: Job) -> UpdateParams:
-        p = job.params
-        return cls(
-            to_status=p["to_status"],
-            from_statuses=tuple(p.get("from_statuses") or ()),
-            owner_email=p.get("owner_email"),
-            ids_file=p.get("ids_file"),
-            created_before=p.get("created_before"),
-            dry_run=bool(p.get("dry_run")),
-            table=p.get("table") or EXAMPLE_TABLE,
-            where=tuple((str(k), str(v)) for k, v in p.get("where") or ()),
-        )
 
 
 def status_of(spec: TargetSpec) -> StatusSpec:
@@ -283,8 +256,12 @@ def _chunk_ids(session: Session, job_id: int, chunk_no: int) -> dict[int, int]:
 
 
 def check_filters(session: Session, p: UpdateParams) -> None:
-    """Raise UsageError for a filter naming a parent that does not exist (at submit)."""
-    _filters(session, p)
+    """Raise UsageError for a filter naming a parent that does not exist (at submit).
+
+    The one home of "no users row with that email" (``--owner``) and its kin.
+    """
+    if p.filters():
+        _filters(session, p)
 
 
 class UpdateOperation:
@@ -292,7 +269,7 @@ class UpdateOperation:
 
     def plan(self, session: Session, job: Job) -> list[dict[str, Any]]:
         assert job.id is not None
-        p = UpdateParams.from_job(job)
+        p = UpdateParams.from_params(job.params)
         where, params = _filters(session, p)
         batch = get_settings().bulkops_update_batch_size
         breakdown = self._breakdown(session, p, where, params) if p.dry_run else None
@@ -352,7 +329,7 @@ class UpdateOperation:
         return breakdown
 
     def run_chunk(self, session: Session, job: Job, spec: dict[str, Any]) -> ChunkResult:
-        p = UpdateParams.from_job(job)
+        p = UpdateParams.from_params(job.params)
         target = p.spec()
         t, pk, sc = target.table.name, target.pk, status_of(target).column
         label = t[:-1] if t.endswith("s") else t

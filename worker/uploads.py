@@ -25,7 +25,7 @@ import hashlib
 import io
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, Protocol
 
 import psycopg2
@@ -36,6 +36,7 @@ from worker import ledger
 from worker.config import get_settings
 from worker.db import get_engine, session_scope, translated
 from worker.errors import ImportPathError, UsageError
+from worker.params import JobParams
 from worker.source import FileIdentity, confine
 
 WRITE_BYTES = 1024 * 1024  # bytes per write while storing (the producer's buffer)
@@ -53,7 +54,7 @@ class Source(Protocol):
 
 
 @dataclass(frozen=True)
-class UploadRef:
+class UploadRef(JobParams):
     """Where an upload is stored; JSON in the job's params under ``upload``."""
 
     oid: int  # the PostgreSQL large object
@@ -62,22 +63,9 @@ class UploadRef:
     sha256: str
     store: str = "postgres"
 
-    def to_params(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_params(cls, value: Any) -> UploadRef:
-        if not isinstance(value, dict) or value.get("store", "postgres") != "postgres":
-            raise UsageError(f"upload: not a reference to a stored upload: {value!r}")
-        try:
-            return cls(
-                oid=int(value["oid"]),
-                name=str(value["name"]),
-                size=int(value["size"]),
-                sha256=str(value["sha256"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UsageError(f"upload: malformed reference {value!r}: {exc}") from None
+    def __post_init__(self) -> None:
+        if self.store != "postgres":
+            raise UsageError(f"upload: not a reference to a stored upload (store {self.store!r})")
 
 
 # --- store ---------------------------------------------------------------------------

@@ -28,20 +28,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO, Protocol
 
-import psycopg2
 from sqlalchemy import Connection, text
 from sqlmodel import Session
 
 from worker import ledger
 from worker.config import get_settings
-from worker.db import get_engine, session_scope, translated
-from worker.errors import ImportPathError, UsageError
+from worker.db import get_engine, open_large_object, session_scope, translated
+from worker.errors import ImportPathError, UndefinedObject, UsageError
 from worker.params import JobParams
 from worker.source import FileIdentity, confine
 
 WRITE_BYTES = 1024 * 1024  # bytes per write while storing (the producer's buffer)
 READ_BUFFER_BYTES = 1024 * 1024  # the reader's buffer: one loread per MiB of sequential reads
-_UNDEFINED_OBJECT = "42704"  # SQLSTATE: large object does not exist
 
 
 class Source(Protocol):
@@ -172,18 +170,12 @@ class _LargeObjectRaw(io.RawIOBase):
         self._ref = ref
         self._proxy = get_engine().raw_connection()
         try:
-            with translated():
-                try:
-                    conn: Any = self._proxy.dbapi_connection
-                    self._lobj = conn.lobject(ref.oid, "rb")
-                except psycopg2.Error as exc:
-                    # psycopg2 raises it as an OperationalError with no SQLSTATE:
-                    # not a lost connection, and retrying will not bring it back.
-                    if exc.pgcode == _UNDEFINED_OBJECT or "does not exist" in str(exc):
-                        raise ImportPathError(
-                            f"upload {ref.name} (large object {ref.oid}) is no longer stored"
-                        ) from None
-                    raise
+            try:
+                self._lobj = open_large_object(self._proxy.dbapi_connection, ref.oid)
+            except UndefinedObject:
+                raise ImportPathError(
+                    f"upload {ref.name} (large object {ref.oid}) is no longer stored"
+                ) from None
         except BaseException:
             self._release()
             raise

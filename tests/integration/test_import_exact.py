@@ -51,7 +51,7 @@ def test_rows_only_a_check_constraint_refuses(worker: Any, import_root: Path) ->
     # When the file is imported (20 chunks, concurrently)
     s = run(write(import_root, "check.csv", data), timeout=300)
     # Then every good row loads, and each refused row is a reject with the database's words
-    assert counts(s) == Counts("partially_succeeded", 20_000, 19_000, 0, 0, 1_000)
+    assert counts(s) == Counts("partially_succeeded", read=20_000, inserted=19_000, rejected=1_000)
     rejects = client.rejects(s.id)
     assert {r.line for r in rejects} == bad
     assert all('violates check constraint "no_forbidden"' in r.reason for r in rejects)
@@ -74,7 +74,7 @@ def test_rows_a_trigger_refuses(worker: Any, import_root: Path) -> None:
     # When imported
     s = run(write(import_root, "trigger.csv", data), timeout=300)
     # Then only the refused rows are rejects, each with the trigger's own message
-    assert counts(s) == Counts("partially_succeeded", 4_000, 3_800, 0, 0, 200)
+    assert counts(s) == Counts("partially_succeeded", read=4_000, inserted=3_800, rejected=200)
     rejects = client.rejects(s.id)
     assert {r.line for r in rejects} == bad
     for r in rejects:
@@ -97,7 +97,7 @@ def test_rows_an_exclusion_constraint_refuses_together(worker: Any, import_root:
     # When imported
     s = run(write(import_root, "exclusion.csv", HEADER + "".join(lines)))
     # Then the first of each pair loads and the second is refused by the database
-    assert counts(s) == Counts("partially_succeeded", 930, 900, 0, 0, 30)
+    assert counts(s) == Counts("partially_succeeded", read=930, inserted=900, rejected=30)
     rejects = client.rejects(s.id)
     assert {r.line for r in rejects} == bad
     assert all("one_owner_per_title" in r.reason for r in rejects)
@@ -169,7 +169,7 @@ def test_a_lone_surrogate_is_one_reject(worker: Any, import_root: Path) -> None:
     # When imported
     s = run(write(import_root, "surrogate.jsonl", body), format="jsonl")
     # Then each such line is one reject and the rest of its chunk loads
-    assert counts(s) == Counts("partially_succeeded", 33, 30, 0, 0, 3)
+    assert counts(s) == Counts("partially_succeeded", read=33, inserted=30, rejected=3)
     assert sorted(r.line for r in client.rejects(s.id)) == [11, 12, 13]
 
 
@@ -198,7 +198,9 @@ def test_duplicates_across_chunks_as_one_sequential_pass(worker: Any, import_roo
     # And in upsert mode (a fresh table) the last valid line of each key wins
     execute("DELETE FROM todos")
     u = run(name, mode="upsert")
-    assert counts(u) == Counts("partially_succeeded", 3000, 2996, 0, 3, 1)
+    assert counts(u) == Counts(
+        "partially_succeeded", read=3000, inserted=2996, skipped=3, rejected=1
+    )
     table = {t: st for t, st, _ in todos()}
     assert table["T0005"] == "completed" and table["T0010"] == "archived"
 

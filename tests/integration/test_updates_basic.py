@@ -6,33 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from import_support import make_todos
 from sqlalchemy import text
 
 from worker import client, db
 from worker.errors import UsageError
-
-
-def _make(statuses: list[str], owner: str = "ann@example.com") -> list[int]:
-    with db.session_scope() as s:
-        uid = s.execute(
-            text(
-                "INSERT INTO users (email, name) VALUES (:e, 'x') ON CONFLICT (email) "
-                "DO UPDATE SET name = users.name RETURNING id"
-            ),
-            {"e": owner},
-        ).scalar_one()
-        return [
-            int(
-                s.execute(
-                    text(
-                        "INSERT INTO todos (title, status, owner_id) "
-                        "VALUES (:t, :s, :o) RETURNING id"
-                    ),
-                    {"t": f"{owner} {i}", "s": st, "o": uid},
-                ).scalar_one()
-            )
-            for i, st in enumerate(statuses)
-        ]
 
 
 def _statuses() -> dict[int, str]:
@@ -45,7 +23,7 @@ def test_update_from_active_to_completed_in_batches(worker: Any, monkeypatch: An
     from worker.config import reset_settings
 
     reset_settings()
-    ids = _make(["active"] * 30 + ["archived"] * 5 + ["completed"] * 3)
+    ids = make_todos(["active"] * 30 + ["archived"] * 5 + ["completed"] * 3)
     s = client.wait(client.submit_update_status("completed", ["active"]), timeout=60)
     assert s.state == "succeeded", s.error
     assert (s.rows_read, s.rows_updated, s.rows_skipped, s.rows_rejected) == (30, 30, 0, 0)
@@ -56,7 +34,7 @@ def test_update_from_active_to_completed_in_batches(worker: Any, monkeypatch: An
 
 
 def test_disallowed_transitions_are_reported_not_changed(worker: Any) -> None:
-    ids = _make(["active", "archived", "completed", "in_progress"])
+    ids = make_todos(["active", "archived", "completed", "in_progress"])
     s = client.wait(client.submit_update_status("in_progress"), timeout=60)
     assert (s.rows_read, s.rows_updated, s.rows_skipped, s.rows_rejected) == (4, 2, 1, 1)
     rejects = client.rejects(s.id)
@@ -71,8 +49,8 @@ def test_disallowed_transitions_are_reported_not_changed(worker: Any) -> None:
 
 
 def test_owner_and_ids_file_and_dry_run(worker: Any, import_root: Path) -> None:
-    ann = _make(["active"] * 3)
-    bob = _make(["active"] * 3, owner="bob@example.com")
+    ann = make_todos(["active"] * 3)
+    bob = make_todos(["active"] * 3, owner="bob@example.com")
     s = client.wait(client.submit_update_status("archived", owner_email="BOB@example.com"), 60)
     assert s.rows_updated == 3
     assert all(_statuses()[i] == "archived" for i in bob)

@@ -157,7 +157,7 @@ def import_(
     wait: WaitOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import a CSV or JSON Lines file into todos or users."""
+    """Import a CSV or JSON Lines file into any target (bulkops targets)."""
     with cli_errors():
         options: dict[str, Any] = dict(table=table, format=format, mode=mode, dry_run=dry_run)
         options.update(key=key, max_errors=max_errors, max_error_rate=max_error_rate)

@@ -1,4 +1,4 @@
-"""Seeding jobs: the job task plans and fans out; each chunk seeds a block of users' todos."""
+"""Seeding jobs: the job task plans and fans out; each chunk seeds a block of one target's rows."""
 
 from __future__ import annotations
 

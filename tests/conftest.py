@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with its layer (its folder), so ``-m integration`` runs one layer alone."""
     for item in items:
         layer = next((p for p in item.path.parts if p in LAYERS), None)
-        if layer in ("integration", "acceptance"):
+        if layer is not None:
             item.add_marker(layer)
 
 

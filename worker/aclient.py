@@ -36,7 +36,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from worker import chunks, client, ledger, seeding, upload_postgres, uploads
+from worker import chunks, client, ledger, seeding, targets, updates, upload_postgres, uploads
 from worker.config import get_settings
 from worker.db import translated
 from worker.errors import ImportPathError, UsageError
@@ -169,7 +169,7 @@ async def _submit(kind: str, params: dict[str, Any], key: str | None) -> int:
 async def submit_seed(
     users: int | None = None,
     todos_per_user: int | None = None,
-    random_seed: int = 42,
+    random_seed: int = seeding.DEFAULT_RANDOM_SEED,
     key: str | None = None,
     table: str | None = None,
     rows: int | None = None,
@@ -182,7 +182,7 @@ async def submit_seed(
 
 async def submit_import(
     path: str | Path | AsyncReadable,
-    table: str = "todos",
+    table: str = targets.EXAMPLE_TABLE,
     format: str | None = None,
     mode: str = "insert",
     dry_run: bool = False,
@@ -309,7 +309,7 @@ async def submit_update_status(
         where,
         updated_before,
     )
-    await _run(client.check_owner, params)
+    await _run(updates.check_filters, params)
     return await _submit(JobKind.UPDATE_STATUS, params.to_params(), key)
 
 

@@ -24,7 +24,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from worker import client
+from worker import client, seeding, targets
 from worker.console import err, print_summary, wait_with_progress
 from worker.errors import BulkopsError, JobNotFound, PermanentError, RetryableError
 
@@ -99,11 +99,16 @@ def seed(
     rows: Annotated[
         int | None, typer.Option(help="Rows of --table (parents: a tenth).", min=0)
     ] = None,
-    users: Annotated[int | None, typer.Option(help="Example: users (10).", min=0)] = None,
-    todos_per_user: Annotated[
-        int | None, typer.Option(help="Example: todos each (5).", min=0)
+    users: Annotated[
+        int | None, typer.Option(help=f"Example: users ({seeding.DEFAULT_USERS}).", min=0)
     ] = None,
-    random_seed: Annotated[int, typer.Option(help="The same seed gives the same rows.")] = 42,
+    todos_per_user: Annotated[
+        int | None,
+        typer.Option(help=f"Example: todos each ({seeding.DEFAULT_TODOS_PER_USER}).", min=0),
+    ] = None,
+    random_seed: Annotated[
+        int, typer.Option(help="The same seed gives the same rows.")
+    ] = seeding.DEFAULT_RANDOM_SEED,
     key: KeyOpt = None,
     wait: WaitOpt = False,
     as_json: JsonOpt = False,
@@ -122,7 +127,9 @@ def import_(
             help="File under BULKOPS_IMPORT_ROOT; with --upload a local file; - for standard input."
         ),
     ],
-    table: Annotated[str, typer.Option(help="todos or users.")] = "todos",
+    table: Annotated[
+        str, typer.Option(help="Any target (bulkops targets).")
+    ] = targets.EXAMPLE_TABLE,
     format: Annotated[
         str | None, typer.Option("--format", help="csv or jsonl (default: by extension).")
     ] = None,
@@ -150,7 +157,7 @@ def import_(
     wait: WaitOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import a CSV or JSON Lines file into todos or users."""
+    """Import a CSV or JSON Lines file into any target (bulkops targets)."""
     with cli_errors():
         options: dict[str, Any] = dict(table=table, format=format, mode=mode, dry_run=dry_run)
         options.update(key=key, max_errors=max_errors, max_error_rate=max_error_rate)

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from kombu.exceptions import KombuError
-from sqlmodel import Session
 
-from worker import ledger, seeding, updates, uploads
+from worker import ledger, seeding, targets, updates, uploads
 from worker.db import session_scope
 from worker.errors import BrokerUnavailable, ImportPathError, PermanentError, UsageError
 from worker.importer import ImportParams, guess_format
@@ -54,7 +53,7 @@ def _submit(kind: str, params: dict[str, object], key: str | None) -> int:
 def submit_seed(
     users: int | None = None,
     todos_per_user: int | None = None,
-    random_seed: int = 42,
+    random_seed: int = seeding.DEFAULT_RANDOM_SEED,
     key: str | None = None,
     table: str | None = None,
     rows: int | None = None,
@@ -97,7 +96,7 @@ def import_params(
 
 def submit_import(
     path: str | Path | BinaryIO,
-    table: str = "todos",
+    table: str = targets.EXAMPLE_TABLE,
     format: str | None = None,
     mode: str = "insert",
     dry_run: bool = False,
@@ -204,7 +203,7 @@ def submit_update_status(
         updated_before,
     )
     with session_scope() as session:
-        check_owner(session, params)
+        updates.check_filters(session, params)
     return _submit(JobKind.UPDATE_STATUS, params.to_params(), key)
 
 
@@ -228,16 +227,10 @@ def update_params(
         ids_file=confine(ids_file)[1] if ids_file is not None else None,
         created_before=resolve_relative(created_before),
         dry_run=dry_run,
-        table=table or updates.EXAMPLE_TABLE,
+        table=table or targets.EXAMPLE_TABLE,
         where=tuple((str(k), str(v)) for k, v in pairs),
         updated_before=resolve_relative(updated_before),
     )
-
-
-def check_owner(session: Session, params: UpdateParams) -> None:
-    """UsageError for a filter naming a parent that does not exist (``--owner`` too)."""
-    if params.filters():
-        updates.check_filters(session, params)
 
 
 _RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")

@@ -31,6 +31,7 @@ from worker.errors import (
     ForeignKeyViolation,
     SchemaError,
     StatementTimeout,
+    UndefinedObject,
     UnencodableValue,
     UniqueViolation,
 )
@@ -43,6 +44,7 @@ _CONFLICT_CODES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock n
 _UNAVAILABLE_PREFIXES = ("08", "57P")  # connection exceptions, admin shutdown / crash
 _SCHEMA_CODES = {"42P01", "42703"}  # undefined table / column
 _TIMEOUT_CODES = {"57014"}  # query_canceled: statement_timeout
+_UNDEFINED_OBJECT = "42704"  # e.g. a large object that does not exist
 
 
 def build_engine(settings: Settings | None = None, **overrides: Any) -> Engine:
@@ -268,6 +270,19 @@ def copy_int_rows(
     data = "".join(map(line.__mod__, rows)).encode("ascii")
     _copy(session, table, columns, data)
     return len(rows)
+
+
+def open_large_object(dbapi_conn: Any, oid: int, mode: str = "rb") -> Any:
+    """psycopg2's ``lobject`` on a raw connection; :class:`UndefinedObject` if it is gone."""
+    with translated():
+        try:
+            return dbapi_conn.lobject(oid, mode)
+        except psycopg2.Error as exc:
+            # psycopg2 raises it as an OperationalError with no SQLSTATE: not a lost
+            # connection (retrying will not bring it back), so its text is all there is.
+            if exc.pgcode == _UNDEFINED_OBJECT or "does not exist" in str(exc):
+                raise UndefinedObject(f"large object {oid} does not exist") from None
+            raise
 
 
 def ping(engine: Engine | None = None) -> None:

@@ -103,6 +103,10 @@ class ForeignKeyViolation(DataError):
     """A row points at a parent row that does not exist (SQLSTATE 23503)."""
 
 
+class UndefinedObject(PermanentError):
+    """A database object named by its id does not exist (e.g. a removed large object)."""
+
+
 class UnencodableValue(DataError):
     """A value cannot be sent to PostgreSQL as text (e.g. a lone surrogate)."""
 

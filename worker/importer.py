@@ -2,8 +2,9 @@
 
 A chunk (one transaction) goes through three stages:
 
-1. parse + validate in Python (worker.parsing / worker.validation), then
-   resolve owners by email with one query per chunk; bad rows become rejects
+1. parse + validate in Python against the target (worker.parsing /
+   worker.target_rows), then resolve lookups (parents by natural key, one
+   query per chunk and lookup: worker.lookups); bad rows become rejects
    without touching the database;
 2. load the rest set-based (worker.loader): an optimistic ``COPY`` straight
    into the table, or, when that meets existing rows, staging + one join to
@@ -29,6 +30,7 @@ from worker.config import get_settings
 from worker.errors import UsageError
 from worker.ledger import ChunkCounts, RejectedRow
 from worker.models import Job, JobKind
+from worker.params import JobParams
 from worker.runner import ChunkResult
 from worker.source import ConfinedFile
 
@@ -36,9 +38,9 @@ MODES = ("insert", "upsert", "skip")
 
 
 @dataclass(frozen=True)
-class ImportParams:
+class ImportParams(JobParams):
     path: str  # relative to the import root
-    table: str = "todos"
+    table: str = targets.EXAMPLE_TABLE
     format: str = "csv"
     mode: str = "insert"
     dry_run: bool = False
@@ -56,30 +58,6 @@ class ImportParams:
             raise UsageError("--max-errors must be 0 or more")
         if self.max_error_rate is not None and not 0 <= self.max_error_rate <= 1:
             raise UsageError("--max-error-rate must be between 0 and 1")
-
-    def to_params(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "table": self.table,
-            "format": self.format,
-            "mode": self.mode,
-            "dry_run": self.dry_run,
-            "max_errors": self.max_errors,
-            "max_error_rate": self.max_error_rate,
-        }
-
-    @classmethod
-    def from_job(cls, job: Job) -> ImportParams:
-        p = job.params
-        return cls(
-            path=p["path"],
-            table=p["table"],
-            format=p["format"],
-            mode=p["mode"],
-            dry_run=bool(p.get("dry_run")),
-            max_errors=p.get("max_errors"),
-            max_error_rate=p.get("max_error_rate"),
-        )
 
 
 @functools.lru_cache(maxsize=32)
@@ -107,7 +85,7 @@ class ImportOperation:
 
     def plan(self, session: Session, job: Job) -> list[dict[str, Any]]:
         assert job.id is not None
-        p = ImportParams.from_job(job)
+        p = ImportParams.from_params(job.params)
         real = uploads.open_source(job.params)
         identity = real.identity.to_json() if isinstance(real, ConfinedFile) else None
         header, _ = parsing.read_header(real, p.format)
@@ -139,7 +117,7 @@ class ImportOperation:
 
     def run_chunk(self, session: Session, job: Job, spec: dict[str, Any]) -> ChunkResult:
         assert job.id is not None
-        p = ImportParams.from_job(job)
+        p = ImportParams.from_params(job.params)
         first = job.params["chunks"][0]
         real = uploads.open_source(job.params, expect=first.get("identity"))
         header = first["header"] or []

@@ -96,28 +96,6 @@ class TableSpec:
         return f"bulkops_stage_{self.table}"
 
 
-TODOS = TableSpec(
-    table="todos",
-    columns=("title", "status", "owner_id", "created_at"),
-    types=("text", "text", "bigint", "timestamptz"),
-    key=("title", "owner_id"),
-    updatable=("status", "created_at"),
-    key_label="a todo with this title for this owner",
-    key_column="title",
-    defaults=("created_at",),
-    default_sql=("now()",),
-)
-USERS = TableSpec(
-    table="users",
-    columns=("email", "name"),
-    types=("text", "text"),
-    key=("email",),
-    updatable=("name",),
-    key_label="a user with this email",
-    key_column="email",
-)
-
-
 @dataclass
 class LoadOutcome:
     inserted: int = 0

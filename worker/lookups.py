@@ -13,9 +13,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel import Session
 
-from worker.target_rows import TypedRow
+from worker.target_rows import RowError, TypedRow
 from worker.targets import LookupSpec, TargetSpec, staging_type
-from worker.validation import RowError
 
 Key = tuple[Any, ...]
 

@@ -12,7 +12,8 @@ Determinism: rows are generated in blocks of :data:`BLOCK` from an RNG seeded
 by (random seed, table, block), so the same seed gives the same rows whatever
 the chunking and whichever worker runs a chunk. The natural key's columns
 carry the row number (``title #12``, ``first.last.12@example.com``), so keys
-are unique and a re-run skips every row (``ON CONFLICT DO NOTHING``).
+are unique and a re-run skips every row. Rows load as imports do (:func:`worker.loader.load`,
+mode ``skip``): an optimistic COPY, else staging and ``ON CONFLICT DO NOTHING``.
 
 Parents first: seeding ``products`` also seeds ``categories`` and
 ``suppliers`` (``parent_rows``, default a tenth of the child's rows). Child
@@ -41,14 +42,15 @@ from faker.providers.lorem.en_US import Provider as _Lorem
 from faker.providers.person.en_US import Provider as _Person
 from sqlmodel import Session
 
-from worker import bulkload, lookups, targets
+from worker import loader, lookups, targets
 from worker.config import get_settings
 from worker.errors import RetryableError, UsageError
 from worker.ledger import ChunkCounts
 from worker.models import Job, JobKind
+from worker.params import JobParams
 from worker.runner import ChunkResult
 from worker.target_rows import TypedRow
-from worker.targets import INT_RANGES, ColumnSpec, TargetSpec
+from worker.targets import EXAMPLE_PARENT, EXAMPLE_TABLE, INT_RANGES, ColumnSpec, TargetSpec
 
 _WORDS: tuple[str, ...] = tuple(sorted(set(_Lorem.word_list)))
 _FIRST: tuple[str, ...] = tuple(sorted(_Person.first_names))
@@ -67,7 +69,6 @@ DEFAULT_ROWS = 100
 MAX_USERS = 10_000_000
 MAX_TODOS_PER_USER = 100_000
 MAX_ROWS = 1_000_000_000
-EXAMPLE_TABLE, EXAMPLE_PARENT = "todos", "users"
 
 
 class ParentsNotSeeded(RetryableError):
@@ -75,7 +76,7 @@ class ParentsNotSeeded(RetryableError):
 
 
 @dataclass(frozen=True)
-class SeedParams:
+class SeedParams(JobParams):
     """Seed ``rows`` rows of ``table`` (and its parents: ``parent_rows`` per parent target)."""
 
     table: str = EXAMPLE_TABLE
@@ -104,26 +105,16 @@ class SeedParams:
             raise UsageError(f"--todos-per-user must be between 0 and {MAX_TODOS_PER_USER}")
         return cls(EXAMPLE_TABLE, users * todos_per_user, {EXAMPLE_PARENT: users}, random_seed)
 
-    def to_params(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "rows": self.rows,
-            "parent_rows": dict(self.parent_rows),
-            "random_seed": self.random_seed,
-        }
-
     @classmethod
-    def from_params(cls, p: Mapping[str, Any]) -> SeedParams:
+    def from_params(cls, params: Mapping[str, Any]) -> SeedParams:
         """From a job's params; a job written before targets existed (users, todos_per_user)."""
-        if "table" not in p:
+        if isinstance(params, Mapping) and "table" not in params:
             return cls.example(
-                int(p.get("users", DEFAULT_USERS)),
-                int(p.get("todos_per_user", DEFAULT_TODOS_PER_USER)),
-                int(p.get("random_seed", DEFAULT_RANDOM_SEED)),
+                int(params.get("users", DEFAULT_USERS)),
+                int(params.get("todos_per_user", DEFAULT_TODOS_PER_USER)),
+                int(params.get("random_seed", DEFAULT_RANDOM_SEED)),
             )
-        return cls(
-            str(p["table"]), int(p["rows"]), dict(p.get("parent_rows") or {}), int(p["random_seed"])
-        )
+        return super().from_params(params)
 
     def counts(self, registry: targets.Registry) -> dict[str, int]:
         """Rows per target, parents first: declared ``parent_rows``, else a tenth of the child's."""
@@ -405,11 +396,17 @@ class SeedOperation:
                 f"{target.name} rows {lo}-{hi}: {len(missing)} parent(s) not there yet "
                 f"(first: {missing[0].reason})"
             )
-        inserted = bulkload.insert_new(
-            session, target.table.name, target.load_columns, (), [values for _, values in records]
+        # Generated rows are valid by construction: a re-run's rows exist and are skipped
+        # (idempotent); a row the database still refuses (a CHECK the generator does not
+        # know) is a reject with the database's message, like an import's.
+        out = loader.load(session, target.to_table_spec(), records, {}, "skip", dry_run=False)
+        counts = ChunkCounts(
+            read=hi - lo,
+            inserted=out.inserted,
+            skipped=out.skipped,
+            rejected=len(out.rejects),
         )
-        read = hi - lo
-        return ChunkResult(ChunkCounts(read=read, inserted=inserted, skipped=read - inserted))
+        return ChunkResult(counts, out.rejects)
 
 
 SEED = SeedOperation()

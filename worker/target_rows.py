@@ -17,8 +17,12 @@ a lookup's file columns hold the parent's key values, resolved later by
   a nullable one is ``None``.
 
 :class:`PydanticValidator` does the same through one pydantic ``TypeAdapter``
-call per chunk; ``bench/validate.py`` compares the two with the hand-written
-:func:`worker.validation.validate_todos`.
+call per chunk; ``bench/validate.py`` compares the two.
+
+Each input record ends in exactly one of the two lists a validator returns:
+a typed row ready to load, or a :class:`RowError` saying which column is wrong
+and why. Whether a lookup's parent exists is checked later, against the
+database (:mod:`worker.lookups`).
 """
 
 from __future__ import annotations
@@ -41,12 +45,35 @@ from typing_extensions import TypedDict
 from worker.errors import InputFormatError
 from worker.parsing import Record
 from worker.targets import INT_RANGES, ColumnSpec, TargetSpec
-from worker.validation import RowError, parse_timestamp
 
 _SPACE = re.compile(r"\s")
 _TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
 _MISSING = object()
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A rejected record: its line, the column at fault (None: the whole record), why."""
+
+    line: int
+    column: str | None
+    reason: str
+    raw: str
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse ISO 8601 (a trailing 'Z' allowed) to an aware UTC datetime; naive means UTC.
+
+    Raises ValueError when the text is not a timestamp.
+    """
+    value = text.strip()
+    if value[-1:] in ("Z", "z"):
+        value = value[:-1] + "+00:00"
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 class Invalid(Exception):

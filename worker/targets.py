@@ -644,6 +644,10 @@ class Registry:
         return list(order.values())
 
 
+# The built-in example's tables: the default table of imports, updates and seeds.
+EXAMPLE_TABLE, EXAMPLE_PARENT = "todos", "users"
+
+
 def builtin_targets() -> list[Target]:
     """The seed's example, declared like any team's targets."""
     from worker.models import TRANSITIONS, Todo, User

@@ -29,20 +29,18 @@ from worker.db import copy_rows
 from worker.errors import UsageError
 from worker.ledger import ChunkCounts, RejectedRow
 from worker.models import Job, JobKind
+from worker.params import JobParams
 from worker.runner import ChunkResult
 from worker.source import confine
-from worker.target_rows import Invalid, converter
-from worker.targets import StatusSpec, TargetSpec
-from worker.validation import parse_timestamp
-
-EXAMPLE_TABLE = "todos"
+from worker.target_rows import Invalid, converter, parse_timestamp
+from worker.targets import EXAMPLE_TABLE, StatusSpec, TargetSpec
 
 # A batch waits at most this long for a row lock; then it is retried (retryable).
 LOCK_TIMEOUT = "5s"
 
 
 @dataclass(frozen=True)
-class UpdateParams:
+class UpdateParams(JobParams):
     to_status: str
     from_statuses: tuple[str, ...] = ()
     owner_email: str | None = None  # the example's --owner: where owner_email = this
@@ -89,33 +87,10 @@ class UpdateParams:
     def to_params(self) -> dict[str, Any]:
         # updated_before only when given: a key's earlier job, submitted before
         # the filter existed, still compares equal to the same request now.
-        since = {} if self.updated_before is None else {"updated_before": self.updated_before}
-        return {
-            "table": self.table,
-            "to_status": self.to_status,
-            "from_statuses": list(self.from_statuses),
-            "owner_email": self.owner_email,
-            "ids_file": self.ids_file,
-            "created_before": self.created_before,
-            "where": [list(w) for w in self.where],
-            "dry_run": self.dry_run,
-            **since,
-        }
-
-    @classmethod
-    def from_job(cls, job: Job) -> UpdateParams:
-        p = job.params
-        return cls(
-            to_status=p["to_status"],
-            from_statuses=tuple(p.get("from_statuses") or ()),
-            owner_email=p.get("owner_email"),
-            ids_file=p.get("ids_file"),
-            created_before=p.get("created_before"),
-            dry_run=bool(p.get("dry_run")),
-            table=p.get("table") or EXAMPLE_TABLE,
-            where=tuple((str(k), str(v)) for k, v in p.get("where") or ()),
-            updated_before=p.get("updated_before"),
-        )
+        params = super().to_params()
+        if params.get("updated_before") is None:
+            params.pop("updated_before", None)
+        return params
 
 
 def status_of(spec: TargetSpec) -> StatusSpec:
@@ -294,8 +269,12 @@ def _chunk_ids(session: Session, job_id: int, chunk_no: int) -> dict[int, int]:
 
 
 def check_filters(session: Session, p: UpdateParams) -> None:
-    """Raise UsageError for a filter naming a parent that does not exist (at submit)."""
-    _filters(session, p)
+    """Raise UsageError for a filter naming a parent that does not exist (at submit).
+
+    The one home of "no users row with that email" (``--owner``) and its kin.
+    """
+    if p.filters():
+        _filters(session, p)
 
 
 class UpdateOperation:
@@ -303,7 +282,7 @@ class UpdateOperation:
 
     def plan(self, session: Session, job: Job) -> list[dict[str, Any]]:
         assert job.id is not None
-        p = UpdateParams.from_job(job)
+        p = UpdateParams.from_params(job.params)
         where, params = _filters(session, p)
         batch = get_settings().bulkops_update_batch_size
         breakdown = self._breakdown(session, p, where, params) if p.dry_run else None
@@ -363,7 +342,7 @@ class UpdateOperation:
         return breakdown
 
     def run_chunk(self, session: Session, job: Job, spec: dict[str, Any]) -> ChunkResult:
-        p = UpdateParams.from_job(job)
+        p = UpdateParams.from_params(job.params)
         target = p.spec()
         t, pk, sc = target.table.name, target.pk, status_of(target).column
         label = t[:-1] if t.endswith("s") else t

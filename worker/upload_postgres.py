@@ -20,12 +20,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-import psycopg2
 from sqlalchemy import Connection, text
 from sqlmodel import Session
 
-from worker.db import get_engine, session_scope, translated
-from worker.errors import ImportPathError
+from worker.db import get_engine, open_large_object, session_scope, translated
+from worker.errors import ImportPathError, UndefinedObject
 from worker.upload_store import (
     POSTGRES,
     READ_BUFFER_BYTES,
@@ -34,8 +33,6 @@ from worker.upload_store import (
     SeekableRaw,
     UploadRef,
 )
-
-_UNDEFINED_OBJECT = "42704"  # SQLSTATE: large object does not exist
 
 
 @contextmanager
@@ -125,16 +122,10 @@ class _LargeObjectRaw(SeekableRaw):
         super().__init__()
         self._proxy = get_engine().raw_connection()
         try:
-            with translated():
-                try:
-                    conn: Any = self._proxy.dbapi_connection
-                    self._lobj = conn.lobject(_oid(ref), "rb")
-                except psycopg2.Error as exc:
-                    # psycopg2 raises it as an OperationalError with no SQLSTATE:
-                    # not a lost connection, and retrying will not bring it back.
-                    if exc.pgcode == _UNDEFINED_OBJECT or "does not exist" in str(exc):
-                        raise ImportPathError(f"{ref} is no longer stored") from None
-                    raise
+            try:
+                self._lobj = open_large_object(self._proxy.dbapi_connection, _oid(ref))
+            except UndefinedObject:
+                raise ImportPathError(f"{ref} is no longer stored") from None
         except BaseException:
             self._release()
             raise

@@ -1,9 +1,10 @@
-"""What import tests share: users to own todos, submit-and-wait, counters by name, the table."""
+"""What integration tests share: owners, submit-and-wait, counters by name, the tables."""
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import text
 
@@ -11,15 +12,20 @@ from worker import client, db
 from worker.ledger import JobSummary
 
 
-class Counts(NamedTuple):
-    """A finished job's state and counters; equal to the plain tuple in this order."""
+@dataclass(frozen=True)
+class Counts:
+    """A finished job's state and counters, by name: ``Counts("succeeded", read=3, inserted=3)``.
+
+    A counter left out is 0; never equal to a plain tuple, so no test compares by position.
+    """
 
     state: str
-    read: int
-    inserted: int
-    updated: int
-    skipped: int
-    rejected: int
+    _: KW_ONLY
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    skipped: int = 0
+    rejected: int = 0
 
 
 def seed_users(*emails: str) -> None:
@@ -38,8 +44,52 @@ def run(path: str, timeout: float = 120, **kwargs: Any) -> JobSummary:
 
 def counts(s: JobSummary) -> Counts:
     return Counts(
-        s.state, s.rows_read, s.rows_inserted, s.rows_updated, s.rows_skipped, s.rows_rejected
+        s.state,
+        read=s.rows_read,
+        inserted=s.rows_inserted,
+        updated=s.rows_updated,
+        skipped=s.rows_skipped,
+        rejected=s.rows_rejected,
     )
+
+
+@dataclass(frozen=True)
+class TableRows:
+    """How many rows the example's tables hold."""
+
+    users: int
+    todos: int
+
+
+def table_rows() -> TableRows:
+    with db.session_scope() as s:
+        users = s.execute(text("SELECT count(*) FROM users")).scalar_one()
+        todos = s.execute(text("SELECT count(*) FROM todos")).scalar_one()
+    return TableRows(users=int(users), todos=int(todos))
+
+
+def make_todos(statuses: list[str], owner: str = "ann@example.com") -> list[int]:
+    """One todo per status, owned by ``owner`` (created if need be); their ids."""
+    with db.session_scope() as s:
+        uid = s.execute(
+            text(
+                "INSERT INTO users (email, name) VALUES (:e, 'x') ON CONFLICT (email) "
+                "DO UPDATE SET name = users.name RETURNING id"
+            ),
+            {"e": owner},
+        ).scalar_one()
+        return [
+            int(
+                s.execute(
+                    text(
+                        "INSERT INTO todos (title, status, owner_id) "
+                        "VALUES (:t, :s, :o) RETURNING id"
+                    ),
+                    {"t": f"{owner} {i}", "s": st, "o": uid},
+                ).scalar_one()
+            )
+            for i, st in enumerate(statuses)
+        ]
 
 
 def todos() -> list[tuple[str, str, str]]:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from import_support import counts, seed_users, todos, write
+from import_support import Counts, counts, seed_users, todos, write
 from sqlalchemy import text
 
 from worker import aclient, client, db, ledger
@@ -87,7 +87,7 @@ async def test_import_by_path_with_rejects_read_back(aenv: dict[str, str]) -> No
     )
     job_id = await aclient.submit_import("t.csv")
     done = await aclient.wait(job_id, timeout=WAIT_S, poll_s=0.05)
-    assert counts(done) == ("partially_succeeded", 4, 2, 0, 0, 2)
+    assert counts(done) == Counts("partially_succeeded", read=4, inserted=2, rejected=2)
     got = await aclient.rejects(job_id)
     assert [r.line for r in got] == [3, 4]
     assert got == client.rejects(job_id)
@@ -123,7 +123,8 @@ async def test_upload_from_an_async_reader(aenv: dict[str, str]) -> None:
     upload = (await aclient.summary(job_id)).params["upload"]
     assert upload["size"] == len(data) and upload["name"] == "users.csv"
     done = await aclient.wait(job_id, timeout=WAIT_S, poll_s=0.05)
-    assert counts(done)[:3] == ("partially_succeeded", 3, 2), done
+    found = counts(done)
+    assert (found.state, found.read, found.inserted) == ("partially_succeeded", 3, 2), done
     assert await no_large_objects_left()  # removed when the job ended
 
 
@@ -138,7 +139,7 @@ async def test_upload_of_a_local_file_and_a_second_upload_with_the_same_key(
     )
     assert again == first
     done = await aclient.wait(first, timeout=WAIT_S, poll_s=0.05)
-    assert counts(done) == ("succeeded", 1, 1, 0, 0, 0)
+    assert counts(done) == Counts("succeeded", read=1, inserted=1)
     assert await no_large_objects_left()  # the second copy went at once, the first with its job
 
 
@@ -180,7 +181,7 @@ async def test_update_status_and_cancel(aenv: dict[str, str]) -> None:
         "completed", ["active"], owner_email="O@example.com"
     )
     done = await aclient.wait(job_id, timeout=WAIT_S, poll_s=0.05)
-    assert counts(done) == ("succeeded", 5, 0, 5, 0, 0)
+    assert counts(done) == Counts("succeeded", read=5, updated=5)
     # a queued job whose message never went out: cancelled at once
     queued = ledger.submit(
         "seed", {"users": 1, "todos_per_user": 1, "random_seed": 1}, lambda _job, _task: None

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from import_support import counts, seed_users
+from import_support import Counts, counts, seed_users
 from sqlalchemy import text
 
 from worker import client, db
@@ -47,7 +47,7 @@ def test_a_settled_file_is_imported_once_and_one_being_written_waits(
     # Then only the settled file has a job, the same one both times, and it imported its row
     assert len(first) == 1 and second == first
     summary = client.wait(first[0], timeout=120)
-    assert counts(summary) == ("succeeded", 1, 1, 0, 0, 0)
+    assert counts(summary) == Counts("succeeded", read=1, inserted=1)
     assert summary.params["path"] == "drop/done.csv"
     # and once the other file has settled, the next scan imports it, and only it
     os.utime(drop / "writing.csv", (past, past))

@@ -17,10 +17,11 @@ import pytest
 from import_support import Counts, counts, run, seed_users, todos, write
 from sqlalchemy import text
 
-from worker import client, db, loader
+from worker import client, db, loader, targets
 
 ANN = "ann@example.com"
 BOB = "bob@example.com"
+TODOS = targets.Registry(targets.builtin_targets()).get("todos").to_table_spec()
 HEADER = "title,status,owner_email\n"
 
 
@@ -50,7 +51,7 @@ def test_rows_only_a_check_constraint_refuses(worker: Any, import_root: Path) ->
     # When the file is imported (20 chunks, concurrently)
     s = run(write(import_root, "check.csv", data), timeout=300)
     # Then every good row loads, and each refused row is a reject with the database's words
-    assert counts(s) == Counts("partially_succeeded", 20_000, 19_000, 0, 0, 1_000)
+    assert counts(s) == Counts("partially_succeeded", read=20_000, inserted=19_000, rejected=1_000)
     rejects = client.rejects(s.id)
     assert {r.line for r in rejects} == bad
     assert all('violates check constraint "no_forbidden"' in r.reason for r in rejects)
@@ -73,7 +74,7 @@ def test_rows_a_trigger_refuses(worker: Any, import_root: Path) -> None:
     # When imported
     s = run(write(import_root, "trigger.csv", data), timeout=300)
     # Then only the refused rows are rejects, each with the trigger's own message
-    assert counts(s) == Counts("partially_succeeded", 4_000, 3_800, 0, 0, 200)
+    assert counts(s) == Counts("partially_succeeded", read=4_000, inserted=3_800, rejected=200)
     rejects = client.rejects(s.id)
     assert {r.line for r in rejects} == bad
     for r in rejects:
@@ -96,7 +97,7 @@ def test_rows_an_exclusion_constraint_refuses_together(worker: Any, import_root:
     # When imported
     s = run(write(import_root, "exclusion.csv", HEADER + "".join(lines)))
     # Then the first of each pair loads and the second is refused by the database
-    assert counts(s) == Counts("partially_succeeded", 930, 900, 0, 0, 30)
+    assert counts(s) == Counts("partially_succeeded", read=930, inserted=900, rejected=30)
     rejects = client.rejects(s.id)
     assert {r.line for r in rejects} == bad
     assert all("one_owner_per_title" in r.reason for r in rejects)
@@ -114,7 +115,7 @@ def test_owner_deleted_after_the_lookup_is_one_reject(bulkops_env: dict[str, str
         ]
         raw = {line: f"row {line}" for line, _ in records}
         # When the rows are loaded
-        outcome = loader.load(s, loader.TODOS, records, raw, "insert", dry_run=False)
+        outcome = loader.load(s, TODOS, records, raw, "insert", dry_run=False)
     # Then each orphan is a reject with the foreign key's name and the rest loaded
     assert outcome.inserted == 380
     assert [r.line for r in outcome.rejects] == [line for line in range(2, 402) if line % 20 == 3]
@@ -140,7 +141,7 @@ def test_upsert_of_a_key_committed_meanwhile_applies_the_new_values(
         loader._stage_first["todos"] = True  # straight to the set-based statement
         with db.session_scope() as s:
             records = [(2, ("k", "completed", ann, None)), (3, ("new", "active", ann, None))]
-            result["outcome"] = loader.load(s, loader.TODOS, records, {}, "upsert", False)
+            result["outcome"] = loader.load(s, TODOS, records, {}, "upsert", False)
 
     thread = threading.Thread(target=upsert)
     thread.start()
@@ -168,7 +169,7 @@ def test_a_lone_surrogate_is_one_reject(worker: Any, import_root: Path) -> None:
     # When imported
     s = run(write(import_root, "surrogate.jsonl", body), format="jsonl")
     # Then each such line is one reject and the rest of its chunk loads
-    assert counts(s) == Counts("partially_succeeded", 33, 30, 0, 0, 3)
+    assert counts(s) == Counts("partially_succeeded", read=33, inserted=30, rejected=3)
     assert sorted(r.line for r in client.rejects(s.id)) == [11, 12, 13]
 
 
@@ -197,7 +198,9 @@ def test_duplicates_across_chunks_as_one_sequential_pass(worker: Any, import_roo
     # And in upsert mode (a fresh table) the last valid line of each key wins
     execute("DELETE FROM todos")
     u = run(name, mode="upsert")
-    assert counts(u) == Counts("partially_succeeded", 3000, 2996, 0, 3, 1)
+    assert counts(u) == Counts(
+        "partially_succeeded", read=3000, inserted=2996, skipped=3, rejected=1
+    )
     table = {t: st for t, st, _ in todos()}
     assert table["T0005"] == "completed" and table["T0010"] == "archived"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from import_support import counts, run, seed_users, todos, write
+from import_support import Counts, counts, run, seed_users, todos, write
 from sqlalchemy import text
 
 from worker import client, db
@@ -67,7 +67,7 @@ def test_utf8_bom(worker: Any, import_root: Path) -> None:
         b"Second,completed,ann@example.com\nThird,nope,ann@example.com\n",
     )
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 3, 2, 0, 0, 1)
+    assert counts(s) == Counts("partially_succeeded", read=3, inserted=2, rejected=1)
     assert todos() == [("Café", "active", ANN), ("Second", "completed", ANN)]
     assert_rejects(s.id, [(4, "status", "status 'nope' is not one of")])
 
@@ -84,7 +84,7 @@ def test_crlf_line_endings(worker: Any, import_root: Path) -> None:
         "Four,archived,ann@example.com\r\n",
     )
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 4, 3, 0, 0, 1)
+    assert counts(s) == Counts("partially_succeeded", read=4, inserted=3, rejected=1)
     # No stray '\r' at the end of the last column, or in the stored values.
     assert todos() == [
         ("Four", "archived", ANN),
@@ -109,7 +109,7 @@ def test_quoted_newlines_count_for_line_numbers(worker: Any, import_root: Path) 
         + "Last,active,nobody\n",  # line 11
     )
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 6, 3, 0, 0, 3)
+    assert counts(s) == Counts("partially_succeeded", read=6, inserted=3, rejected=3)
     assert todos() == [
         ("First", "active", ANN),
         ("Three\nline\ntitle, with comma", "completed", ANN),
@@ -136,7 +136,7 @@ def test_crlf_with_quoted_newlines(worker: Any, import_root: Path) -> None:
         "Bad,??,ann@example.com\r\n",  # line 4
     )
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 2, 1, 0, 0, 1)
+    assert counts(s) == Counts("partially_succeeded", read=2, inserted=1, rejected=1)
     # Inside quotes the file's bytes are the value (as the csv module reads it).
     assert todos() == [("Two\r\nlines", "active", ANN)]
     assert_rejects(s.id, [(4, "status", "status '??'")])
@@ -151,7 +151,7 @@ def test_nul_byte_in_a_row(worker: Any, import_root: Path) -> None:
         "Also good,active,ann@example.com\nx,active,ann\x00@example.com\n",
     )
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 4, 2, 0, 0, 2)
+    assert counts(s) == Counts("partially_succeeded", read=4, inserted=2, rejected=2)
     assert todos() == [("Also good", "active", ANN), ("Good", "active", ANN)]
     assert_rejects(s.id, [(3, "title", "NUL byte"), (5, "owner_email", "NUL byte")])
     # The rejected text survives in the ledger (PostgreSQL text cannot hold NUL).
@@ -172,7 +172,7 @@ def test_nul_byte_in_an_ignored_column_of_a_rejected_row(worker: Any, import_roo
         "B,bogus,ann@example.com,has\x00nul\n",
     )
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 2, 1, 0, 0, 1)
+    assert counts(s) == Counts("partially_succeeded", read=2, inserted=1, rejected=1)
     assert todos() == [("A", "active", ANN)]
     assert_rejects(s.id, [(3, "status", "status 'bogus'")])
 
@@ -182,7 +182,7 @@ def test_nul_byte_in_the_header_fails_cleanly(worker: Any, import_root: Path) ->
         import_root, "nul-header.csv", "title,status,owner_email,x\x00y\nA,active,a@b.c,1\n"
     )
     s = run(name)
-    assert counts(s) == ("failed", 0, 0, 0, 0, 0)
+    assert counts(s) == Counts("failed")
     assert s.error == "nul-header.csv: the header contains a NUL byte"
 
 
@@ -197,7 +197,7 @@ def test_jsonl_hostile_keys(worker: Any, import_root: Path) -> None:
     ]
     name = write(import_root, "keys.jsonl", "".join(json.dumps(r) + "\n" for r in lines))
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 4, 1, 0, 0, 3)
+    assert counts(s) == Counts("partially_succeeded", read=4, inserted=1, rejected=3)
     assert todos() == [("A", "active", ANN)]
     assert_rejects(
         s.id,
@@ -220,7 +220,7 @@ def test_invalid_utf8_in_one_row(worker: Any, import_root: Path) -> None:
         + b"After \xe2\x9c\x93,completed,ann@example.com\n",
     )
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 3, 2, 0, 0, 1)
+    assert counts(s) == Counts("partially_succeeded", read=3, inserted=2, rejected=1)
     assert todos() == [("After ✓", "completed", ANN), ("Before", "active", ANN)]
     assert_rejects(s.id, [(3, "title", "invalid UTF-8")])
     assert client.rejects(s.id)[0].raw == "Caf\ufffd latin-1,active,ann@example.com"
@@ -239,7 +239,7 @@ def test_wrong_field_counts(worker: Any, import_root: Path) -> None:
         + "Ok too,,ann@example.com\n",  # an empty status is the default, 'active'
     )
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 5, 2, 0, 0, 3)
+    assert counts(s) == Counts("partially_succeeded", read=5, inserted=2, rejected=3)
     assert todos() == [("Ok", "active", ANN), ("Ok too", "active", ANN)]
     assert_rejects(
         s.id,
@@ -263,12 +263,12 @@ def test_ten_megabyte_field(worker: Any, import_root: Path) -> None:
         + "After,active,ann@example.com\n",
     )
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 3, 2, 0, 0, 1)
+    assert counts(s) == Counts("partially_succeeded", read=3, inserted=2, rejected=1)
     assert todos() == [("After", "active", ANN), ("Small", "active", ANN)]
     assert_rejects(s.id, [(3, "title", f"title is {len(huge)} characters, the limit is 200")])
     # The worker survived: the next job runs normally.
     write(import_root, "next.csv", HEADER + "Next,active,ann@example.com\n")
-    assert counts(run("next.csv")) == ("succeeded", 1, 1, 0, 0, 0)
+    assert counts(run("next.csv")) == Counts("succeeded", read=1, inserted=1)
 
 
 HOSTILE_TITLES = [
@@ -294,7 +294,7 @@ def test_sql_metacharacters_stored_literally(worker: Any, import_root: Path) -> 
         lines.append(f"{quoted},active,ann@example.com\n")
     name = write(import_root, "sql.csv", "".join(lines))
     s = run(name)
-    assert counts(s) == ("succeeded", len(HOSTILE_TITLES), len(HOSTILE_TITLES), 0, 0, 0)
+    assert counts(s) == Counts("succeeded", read=len(HOSTILE_TITLES), inserted=len(HOSTILE_TITLES))
     assert sorted(t for t, _, _ in todos()) == sorted(HOSTILE_TITLES)
     assert users() == [(ANN, ANN)]  # nothing was executed as SQL
     with db.session_scope() as sess:
@@ -310,7 +310,7 @@ def test_sql_metacharacters_jsonl(worker: Any, import_root: Path) -> None:
     rows = [{"title": t, "status": "active", "owner_email": ANN} for t in HOSTILE_TITLES]
     name = write(import_root, "sql.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     s = run(name)
-    assert counts(s) == ("succeeded", len(rows), len(rows), 0, 0, 0)
+    assert counts(s) == Counts("succeeded", read=len(rows), inserted=len(rows))
     assert sorted(t for t, _, _ in todos()) == sorted(HOSTILE_TITLES)
 
 
@@ -324,7 +324,7 @@ def test_emoji_titles_200_loads_201_rejected(worker: Any, import_root: Path) -> 
         HEADER + f"{ok},active,{ANN}\n{too_long},active,{ANN}\n{mixed},active,{ANN}\n",
     )
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 3, 2, 0, 0, 1)
+    assert counts(s) == Counts("partially_succeeded", read=3, inserted=2, rejected=1)
     assert sorted(t for t, _, _ in todos()) == sorted([ok, mixed])
     with db.session_scope() as sess:
         assert sess.execute(text("SELECT max(length(title)) FROM todos")).scalar() == 200
@@ -337,7 +337,7 @@ def test_emoji_titles_200_loads_201_rejected(worker: Any, import_root: Path) -> 
 def test_empty_file_fails_naming_the_file(worker: Any, import_root: Path) -> None:
     name = write(import_root, "empty.csv", b"")
     s = run(name)
-    assert counts(s) == ("failed", 0, 0, 0, 0, 0)
+    assert counts(s) == Counts("failed")
     assert s.error is not None and "empty.csv" in s.error and "empty" in s.error
     assert todos() == []
 
@@ -345,7 +345,7 @@ def test_empty_file_fails_naming_the_file(worker: Any, import_root: Path) -> Non
 def test_bom_only_file_is_empty(worker: Any, import_root: Path) -> None:
     name = write(import_root, "bom-only.csv", b"\xef\xbb\xbf")
     s = run(name)
-    assert counts(s) == ("failed", 0, 0, 0, 0, 0)
+    assert counts(s) == Counts("failed")
     assert s.error is not None and "bom-only.csv" in s.error
 
 
@@ -356,7 +356,7 @@ def test_header_only_file_succeeds_with_zero_rows(worker: Any, import_root: Path
         ("header-crlf-blank.csv", "\ufefftitle,status,owner_email\r\n\r\n\r\n"),
     ]:
         s = run(write(import_root, name, data))
-        assert counts(s) == ("succeeded", 0, 0, 0, 0, 0), name
+        assert counts(s) == Counts("succeeded"), name
         assert s.error is None
     assert todos() == []
 
@@ -364,14 +364,14 @@ def test_header_only_file_succeeds_with_zero_rows(worker: Any, import_root: Path
 def test_empty_jsonl_file_succeeds_with_zero_rows(worker: Any, import_root: Path) -> None:
     # JSON Lines has no header: an empty file is simply no records.
     s = run(write(import_root, "empty.jsonl", "\n\n"))
-    assert counts(s) == ("succeeded", 0, 0, 0, 0, 0)
+    assert counts(s) == Counts("succeeded")
 
 
 def test_missing_required_column_fails_and_loads_nothing(worker: Any, import_root: Path) -> None:
     seed_users(ANN)
     name = write(import_root, "missing.csv", "title,status\nA,active\nB,active\n")
     s = run(name)
-    assert counts(s) == ("failed", 0, 0, 0, 0, 0)
+    assert counts(s) == Counts("failed")
     assert s.error is not None and "missing required column(s): owner_email" in s.error
     assert todos() == []
     assert client.rejects(s.id) == []
@@ -385,7 +385,7 @@ def test_duplicate_columns_fail(worker: Any, import_root: Path) -> None:
         "title,status,owner_email,status\nA,active,ann@example.com,completed\n",
     )
     s = run(name)
-    assert counts(s) == ("failed", 0, 0, 0, 0, 0)
+    assert counts(s) == Counts("failed")
     assert s.error is not None
     assert "dupcols.csv" in s.error and "duplicate column name(s) in the header: status" in s.error
     assert todos() == []
@@ -395,7 +395,7 @@ def test_unknown_column_fails(worker: Any, import_root: Path) -> None:
     seed_users(ANN)
     name = write(import_root, "unknown.csv", "title,status,owner_email,priority\nA,active,x,1\n")
     s = run(name)
-    assert counts(s) == ("failed", 0, 0, 0, 0, 0)
+    assert counts(s) == Counts("failed")
     assert s.error is not None and "unknown column(s): priority" in s.error
     assert todos() == []
 
@@ -416,7 +416,7 @@ def test_unknown_owners(worker: Any, import_root: Path) -> None:
         + "E,active,\n",
     )
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 5, 2, 0, 0, 3)
+    assert counts(s) == Counts("partially_succeeded", read=5, inserted=2, rejected=3)
     assert todos() == [("A", "active", ANN), ("C", "active", ANN)]
     assert_rejects(
         s.id,
@@ -441,7 +441,7 @@ def test_bad_status(worker: Any, import_root: Path) -> None:
         + "E,Completed,ann@example.com\n",
     )
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 5, 3, 0, 0, 2)
+    assert counts(s) == Counts("partially_succeeded", read=5, inserted=3, rejected=2)
     assert todos() == [("A", "active", ANN), ("C", "in_progress", ANN), ("E", "completed", ANN)]
     allowed = ", ".join(STATUSES)
     assert_rejects(
@@ -467,7 +467,7 @@ def test_bad_created_at(worker: Any, import_root: Path) -> None:
     )
     before = datetime.now(UTC)
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 5, 2, 0, 0, 3)
+    assert counts(s) == Counts("partially_succeeded", read=5, inserted=2, rejected=3)
     assert todos() == [("A", "active", ANN), ("E", "active", ANN)]
     times = todo_times()
     assert times["A"][0] == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -496,7 +496,7 @@ def test_created_at_with_timezone_stored_as_utc(worker: Any, import_root: Path) 
         "micro,active,ann@example.com,2024-12-31T23:59:59.123456+14:00\n",
     )
     s = run(name)
-    assert counts(s) == ("succeeded", 5, 5, 0, 0, 0)
+    assert counts(s) == Counts("succeeded", read=5, inserted=5)
     times = {title: created for title, (created, _) in todo_times().items()}
     assert times == {
         "plus2": datetime(2024, 3, 1, 10, 0, tzinfo=UTC),
@@ -534,7 +534,7 @@ def test_duplicates_inside_the_file(worker: Any, import_root: Path) -> None:
         + "Same ,active,ann@example.com\n",  # 7: titles are kept exactly
     )
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 6, 4, 0, 0, 2)
+    assert counts(s) == Counts("partially_succeeded", read=6, inserted=4, rejected=2)
     assert todos() == [
         ("Same", "active", ANN),
         ("Same", "active", BOB),
@@ -556,7 +556,7 @@ def test_duplicates_across_chunks(worker: Any, import_root: Path) -> None:
     name = write(import_root, "across.csv", HEADER + "".join(rows))
     s = run(name)
     assert s.chunks_total == 2
-    assert counts(s) == ("partially_succeeded", 1500, 1498, 0, 0, 2)
+    assert counts(s) == Counts("partially_succeeded", read=1500, inserted=1498, rejected=2)
     expected = {f"T{i:04d}" for i in range(1500)} - {"T1200", "T1300"}
     got = todos()
     assert len(got) == 1498 and {t for t, _, _ in got} == expected
@@ -581,7 +581,7 @@ def _existing_and_file(import_root: Path) -> tuple[str, dict[str, tuple[datetime
         "B,active,ann@example.com,2024-01-01T00:00:00Z\n"
         "C,completed,ann@example.com,2024-01-01T00:00:00Z\n",
     )
-    assert counts(run("first.csv")) == ("succeeded", 3, 3, 0, 0, 0)
+    assert counts(run("first.csv")) == Counts("succeeded", read=3, inserted=3)
     before = todo_times()
     name = write(
         import_root,
@@ -599,7 +599,7 @@ def _existing_and_file(import_root: Path) -> tuple[str, dict[str, tuple[datetime
 def test_existing_rows_insert_mode_rejects(worker: Any, import_root: Path) -> None:
     name, before = _existing_and_file(import_root)
     s = run(name, mode="insert")
-    assert counts(s) == ("partially_succeeded", 5, 1, 0, 0, 4)
+    assert counts(s) == Counts("partially_succeeded", read=5, inserted=1, rejected=4)
     assert todos() == [
         ("A", "active", ANN),
         ("B", "active", ANN),
@@ -622,7 +622,7 @@ def test_existing_rows_insert_mode_rejects(worker: Any, import_root: Path) -> No
 def test_existing_rows_skip_mode_skips(worker: Any, import_root: Path) -> None:
     name, before = _existing_and_file(import_root)
     s = run(name, mode="skip")
-    assert counts(s) == ("partially_succeeded", 5, 1, 0, 3, 1)
+    assert counts(s) == Counts("partially_succeeded", read=5, inserted=1, skipped=3, rejected=1)
     assert todos() == [
         ("A", "active", ANN),  # not changed: skipped
         ("B", "active", ANN),
@@ -639,7 +639,9 @@ def test_existing_rows_upsert_mode(worker: Any, import_root: Path) -> None:
     name, before = _existing_and_file(import_root)
     s = run(name, mode="upsert")
     # A updated; B identical and C identical (no created_at = keep) are skipped.
-    assert counts(s) == ("partially_succeeded", 5, 1, 1, 2, 1)
+    assert counts(s) == Counts(
+        "partially_succeeded", read=5, inserted=1, updated=1, skipped=2, rejected=1
+    )
     assert todos() == [
         ("A", "in_progress", ANN),
         ("B", "active", ANN),
@@ -654,7 +656,7 @@ def test_existing_rows_upsert_mode(worker: Any, import_root: Path) -> None:
     assert after["A"][1] > before["A"][1]  # really updated: updated_at moved
     # Upserting the same file again changes nothing at all.
     s2 = run(name, mode="upsert")
-    assert counts(s2) == ("partially_succeeded", 5, 0, 0, 4, 1)
+    assert counts(s2) == Counts("partially_succeeded", read=5, skipped=4, rejected=1)
     assert todo_times() == after
 
 
@@ -662,11 +664,12 @@ def test_upsert_changes_created_at_when_given(worker: Any, import_root: Path) ->
     seed_users(ANN)
     header = "title,status,owner_email,created_at\n"
     write(import_root, "a.csv", header + "A,active,ann@example.com,2024-01-01T00:00:00Z\n")
-    assert counts(run("a.csv")) == ("succeeded", 1, 1, 0, 0, 0)
+    assert counts(run("a.csv")) == Counts("succeeded", read=1, inserted=1)
     write(import_root, "b.csv", header + "A,active,ann@example.com,2024-01-01T01:00:00+01:00\n")
-    assert counts(run("b.csv", mode="upsert")) == ("succeeded", 1, 0, 0, 1, 0)  # same instant
+    # same instant
+    assert counts(run("b.csv", mode="upsert")) == Counts("succeeded", read=1, skipped=1)
     write(import_root, "c.csv", header + "A,active,ann@example.com,2023-06-01T00:00:00Z\n")
-    assert counts(run("c.csv", mode="upsert")) == ("succeeded", 1, 0, 1, 0, 0)
+    assert counts(run("c.csv", mode="upsert")) == Counts("succeeded", read=1, updated=1)
     assert todo_times()["A"][0] == datetime(2023, 6, 1, tzinfo=UTC)
 
 
@@ -676,7 +679,7 @@ def test_upsert_changes_created_at_when_given(worker: Any, import_root: Path) ->
 def test_dry_run_same_summary_table_unchanged(worker: Any, import_root: Path) -> None:
     seed_users(ANN, BOB)
     write(import_root, "pre.csv", HEADER + f"Existing,active,{ANN}\nOther,active,{BOB}\n")
-    assert counts(run("pre.csv")) == ("succeeded", 2, 2, 0, 0, 0)
+    assert counts(run("pre.csv")) == Counts("succeeded", read=2, inserted=2)
     table_before, times_before = todos(), todo_times()
     rows = [f"R{i:04d},active,{ANN if i % 2 else BOB}\n" for i in range(2500)]
     rows[10] = "Existing,completed,ann@example.com\n"  # conflict with the table
@@ -694,10 +697,12 @@ def test_dry_run_same_summary_table_unchanged(worker: Any, import_root: Path) ->
             real_rejects = [(r.line, r.column, r.reason) for r in client.rejects(real.id)]
             assert [(r.line, r.column, r.reason) for r in client.rejects(dry.id)] == real_rejects
         expected = {
-            "insert": ("partially_succeeded", 2500, 2496, 0, 0, 4),
-            "skip": ("partially_succeeded", 2500, 2496, 0, 1, 3),
+            "insert": Counts("partially_succeeded", read=2500, inserted=2496, rejected=4),
+            "skip": Counts("partially_succeeded", read=2500, inserted=2496, skipped=1, rejected=3),
             # upsert: the last line of a key wins, the earlier copy is skipped
-            "upsert": ("partially_succeeded", 2500, 2496, 1, 1, 2),
+            "upsert": Counts(
+                "partially_succeeded", read=2500, inserted=2496, updated=1, skipped=1, rejected=2
+            ),
         }[mode]
         assert counts(dry) == expected, mode
     assert len(todos()) == 2 + 2496
@@ -716,7 +721,9 @@ def test_dry_run_matches_real_run_insert(worker: Any, import_root: Path) -> None
     dry = run(name, dry_run=True)
     assert todos() == [("Existing", "active", ANN)]
     real = run(name)
-    assert counts(dry) == counts(real) == ("partially_succeeded", 4, 1, 0, 0, 3)
+    assert (
+        counts(dry) == counts(real) == Counts("partially_succeeded", read=4, inserted=1, rejected=3)
+    )
     expected: list[Reject] = [
         (2, "title", "already exists"),
         (4, "title", "duplicate of line 3"),
@@ -753,7 +760,7 @@ def test_jsonl_hostile_lines(worker: Any, import_root: Path) -> None:
     ]
     name = write(import_root, "mixed.jsonl", "\n".join(lines) + "\n")
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 15, 5, 0, 0, 10)
+    assert counts(s) == Counts("partially_succeeded", read=15, inserted=5, rejected=10)
     assert todos() == [
         ("42", "completed", ANN),
         ("A", "active", ANN),
@@ -789,7 +796,7 @@ def test_jsonl_with_crlf_bom_and_invalid_utf8(worker: Any, import_root: Path) ->
         + b'{"title": "D", "status": "active", "owner_email": "ann@example.com"}\r\n'
     )
     s = run(write(import_root, "crlf.jsonl", data))
-    assert counts(s) == ("partially_succeeded", 4, 2, 0, 0, 2)
+    assert counts(s) == Counts("partially_succeeded", read=4, inserted=2, rejected=2)
     assert todos() == [("A", "active", ANN), ("D", "active", ANN)]
     assert_rejects(s.id, [(2, None, "invalid UTF-8"), (3, "title", "NUL byte")])
 
@@ -814,7 +821,7 @@ def test_users_import(worker: Any, import_root: Path) -> None:
         "erin@example.com,Érin 😀\n",  # 9
     )
     s = run(name, table="users")
-    assert counts(s) == ("partially_succeeded", 8, 3, 0, 0, 5)
+    assert counts(s) == Counts("partially_succeeded", read=8, inserted=3, rejected=5)
     assert users() == [
         ("ann@example.com", "Ann Smith"),
         ("bob@example.com", "  Bob  "),
@@ -841,14 +848,14 @@ def test_users_upsert_and_skip(worker: Any, import_root: Path) -> None:
         "email,name\nA@example.com,New name\nb@example.com,b@example.com\nc@example.com,C\n",
     )
     s = run(name, table="users", mode="skip")
-    assert counts(s) == ("succeeded", 3, 1, 0, 2, 0)
+    assert counts(s) == Counts("succeeded", read=3, inserted=1, skipped=2)
     assert users() == [
         ("a@example.com", "a@example.com"),
         ("b@example.com", "b@example.com"),
         ("c@example.com", "C"),
     ]
     s = run(name, table="users", mode="upsert")
-    assert counts(s) == ("succeeded", 3, 0, 1, 2, 0)
+    assert counts(s) == Counts("succeeded", read=3, updated=1, skipped=2)
     assert users() == [
         ("a@example.com", "New name"),
         ("b@example.com", "b@example.com"),
@@ -865,7 +872,7 @@ def test_users_jsonl(worker: Any, import_root: Path) -> None:
     ]
     name = write(import_root, "u.jsonl", "".join(json.dumps(r) + "\n" for r in lines))
     s = run(name, table="users")
-    assert counts(s) == ("partially_succeeded", 4, 2, 0, 0, 2)
+    assert counts(s) == Counts("partially_succeeded", read=4, inserted=2, rejected=2)
     assert users() == [("x@example.com", "X"), ("z@example.com", "Z")]
     assert_rejects(s.id, [(2, "email", "duplicate of line 1"), (3, "name", "name is missing")])
 
@@ -880,13 +887,13 @@ def test_max_errors_stops_the_job_and_keeps_what_committed(worker: Any, import_r
         rows[i] = f"Bad {i},nope,{ANN}\n"
     name = write(import_root, "five-bad.csv", HEADER + "".join(rows))
     s = run(name, max_errors=2)
-    assert counts(s) == ("failed", 20, 15, 0, 0, 5)
+    assert counts(s) == Counts("failed", read=20, inserted=15, rejected=5)
     assert s.error is not None and "--max-errors 2" in s.error and "5 rows rejected" in s.error
     assert len(todos()) == 15  # the chunk committed before the limit was seen: it stays
     assert [r.line for r in client.rejects(s.id)] == [5, 9, 13, 17, 21]
     # At the limit is not past it.
     s = run(name, max_errors=5, mode="skip")
-    assert counts(s) == ("partially_succeeded", 20, 0, 0, 15, 5)
+    assert counts(s) == Counts("partially_succeeded", read=20, skipped=15, rejected=5)
     assert s.error is None
 
 
@@ -925,11 +932,11 @@ def test_max_error_rate(worker: Any, import_root: Path) -> None:
     rows[5] = f"Bad 5,{ANN}\n"
     name = write(import_root, "rate.csv", HEADER + "".join(rows))
     s = run(name, max_error_rate=0.1)
-    assert counts(s) == ("failed", 10, 8, 0, 0, 2)
+    assert counts(s) == Counts("failed", read=10, inserted=8, rejected=2)
     assert s.error is not None and "--max-error-rate 0.1" in s.error and "2 of 10" in s.error
     assert len(todos()) == 8
     s = run(name, max_error_rate=0.2, mode="skip")  # 20% is not more than 20%
-    assert counts(s) == ("partially_succeeded", 10, 0, 0, 8, 2)
+    assert counts(s) == Counts("partially_succeeded", read=10, skipped=8, rejected=2)
     assert s.error is None
 
 
@@ -971,7 +978,7 @@ def test_unforeseen_check_constraint_rejects_only_the_bad_rows(
     seed_users(ANN)
     if existing:
         write(import_root, "pre.csv", HEADER + f"R0003,active,{ANN}\nR0555,active,{ANN}\n")
-        assert counts(run("pre.csv")) == ("succeeded", 2, 2, 0, 0, 0)
+        assert counts(run("pre.csv")) == Counts("succeeded", read=2, inserted=2)
     with db.session_scope() as sess:
         sess.execute(
             text("ALTER TABLE todos ADD CONSTRAINT no_forbidden CHECK (title NOT LIKE 'forbid%')")
@@ -983,7 +990,9 @@ def test_unforeseen_check_constraint_rejects_only_the_bad_rows(
     name = write(import_root, "unforeseen.csv", HEADER + "".join(rows))
     s = run(name, mode="skip")
     skipped = 2 if existing else 0
-    assert counts(s) == ("partially_succeeded", 1000, 979 - skipped, 0, skipped, 21)
+    assert counts(s) == Counts(
+        "partially_succeeded", read=1000, inserted=979 - skipped, skipped=skipped, rejected=21
+    )
     expected = {f"R{i:04d}" for i in range(1000)} - {f"R{i:04d}" for i in [*FORBIDDEN, 300]}
     assert {t for t, _, _ in todos()} == expected
     check = 'database: new row for relation "todos" violates check constraint "no_forbidden"'
@@ -1017,7 +1026,7 @@ def test_unforeseen_error_without_a_line_is_bisected(worker: Any, import_root: P
     rows[877] = f"late 877,active,{ANN}\n"
     name = write(import_root, "late.csv", HEADER + "".join(rows))
     s = run(name)
-    assert counts(s) == ("partially_succeeded", 1000, 998, 0, 0, 2)
+    assert counts(s) == Counts("partially_succeeded", read=1000, inserted=998, rejected=2)
     assert len(todos()) == 998 and not any(t.startswith("late") for t, _, _ in todos())
     assert_rejects(
         s.id,
@@ -1117,7 +1126,7 @@ def test_large_file_exact_across_chunks(worker: Any, import_root: Path) -> None:
     name = write(import_root, "large.csv", gen.data)
     s = run(name)
     assert s.chunks_total == 5
-    assert counts(s) == ("partially_succeeded", 5000, 4950, 0, 0, 50)
+    assert counts(s) == Counts("partially_succeeded", read=5000, inserted=4950, rejected=50)
     assert todos() == sorted(gen.good)
     rejects = client.rejects(s.id)
     by_line = {r.line: r for r in rejects}

@@ -144,7 +144,7 @@ def test_absolute_path_inside_the_root_is_accepted(
     ],
 )
 def test_bad_options_are_usage_errors_without_a_job(
-    worker: Any, import_root: Path, kwargs: dict[str, Any], match: str
+    bulkops_env: dict[str, str], import_root: Path, kwargs: dict[str, Any], match: str
 ) -> None:
     (import_root / "in.csv").write_text(GOOD)
     with pytest.raises(UsageError, match=match):

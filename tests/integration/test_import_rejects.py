@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from import_support import counts, run, seed_users
+from import_support import Counts, counts, run, seed_users
 from sqlalchemy import text
 
 from worker import client, db
@@ -125,7 +125,7 @@ def test_csv_rejects_round_trip(worker: Any, import_root: Path) -> None:
     seed_users(ANN, BOB)
     (import_root / "messy.csv").write_bytes(MESSY_CSV)
     first = run("messy.csv")
-    assert counts(first) == ("partially_succeeded", 15, 2, 0, 0, 13)
+    assert counts(first) == Counts("partially_succeeded", read=15, inserted=2, rejected=13)
     assert sorted(table()) == ["Buy milk", "Walk dog"]
 
     out = import_root / "rejects" / "messy.rejects.csv"
@@ -155,16 +155,16 @@ def test_csv_rejects_round_trip(worker: Any, import_root: Path) -> None:
         writer.writeheader()
         writer.writerows(fixed)
     (import_root / "owners.csv").write_text(f"email,name\n{CAROL},Carol\n{DAVE},Dave\n")
-    assert counts(run("owners.csv", table="users")) == ("succeeded", 2, 2, 0, 0, 0)
+    assert counts(run("owners.csv", table="users")) == Counts("succeeded", read=2, inserted=2)
 
     second = run("rejects/fixed.csv")  # as it is: _line and _error are ignored
-    assert counts(second) == ("succeeded", 12, 12, 0, 0, 0)
+    assert counts(second) == Counts("succeeded", read=12, inserted=12)
     assert client.rejects(second.id) == []
     assert_table_is(CSV_INTENDED)
 
     # Importing the fixed file again changes nothing: every row is there exactly once.
     third = run("rejects/fixed.csv", mode="skip")
-    assert counts(third) == ("succeeded", 12, 0, 0, 12, 0)
+    assert counts(third) == Counts("succeeded", read=12, skipped=12)
     assert_table_is(CSV_INTENDED)
 
 
@@ -175,12 +175,12 @@ def test_csv_rejects_of_a_rejects_file(worker: Any, import_root: Path) -> None:
         "title,status,owner_email\nA,nope,ann@example.com\nB,active,ann@example.com\n"
     )
     first = run("t.csv")
-    assert counts(first) == ("partially_succeeded", 2, 1, 0, 0, 1)
+    assert counts(first) == Counts("partially_succeeded", read=2, inserted=1, rejected=1)
     export_rejects(first.id, import_root / "r1.csv")
     text1 = (import_root / "r1.csv").read_text(encoding="utf-8")
     (import_root / "r1.csv").write_text(text1.replace(",nope,", ",still wrong,"))
     second = run("r1.csv")
-    assert counts(second) == ("partially_succeeded", 1, 0, 0, 0, 1)
+    assert counts(second) == Counts("partially_succeeded", read=1, rejected=1)
     export_rejects(second.id, import_root / "r2.csv")
     with (import_root / "r2.csv").open(encoding="utf-8", newline="") as f:
         rows = list(csv.reader(f))
@@ -190,7 +190,7 @@ def test_csv_rejects_of_a_rejects_file(worker: Any, import_root: Path) -> None:
     rows[1][1] = "completed"
     with (import_root / "r2.csv").open("w", encoding="utf-8", newline="") as f:
         csv.writer(f).writerows(rows)
-    assert counts(run("r2.csv")) == ("succeeded", 1, 1, 0, 0, 0)
+    assert counts(run("r2.csv")) == Counts("succeeded", read=1, inserted=1)
     assert {k: v[:2] for k, v in table().items()} == {"A": ("completed", ANN), "B": ("active", ANN)}
 
 
@@ -260,7 +260,7 @@ def test_jsonl_rejects_round_trip(worker: Any, import_root: Path) -> None:
     seed_users(ANN)
     (import_root / "messy.jsonl").write_bytes(MESSY_JSONL)
     first = run("messy.jsonl")
-    assert counts(first) == ("partially_succeeded", 12, 3, 0, 0, 9)
+    assert counts(first) == Counts("partially_succeeded", read=12, inserted=3, rejected=9)
     assert sorted(table()) == ["A", "J", "K"]
 
     out = import_root / "messy.rejects.jsonl"
@@ -291,14 +291,14 @@ def test_jsonl_rejects_round_trip(worker: Any, import_root: Path) -> None:
         "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in fixed), encoding="utf-8"
     )
     (import_root / "owners.jsonl").write_text(json.dumps({"email": ERIN, "name": "Erin"}) + "\n")
-    assert counts(run("owners.jsonl", table="users")) == ("succeeded", 1, 1, 0, 0, 0)
+    assert counts(run("owners.jsonl", table="users")) == Counts("succeeded", read=1, inserted=1)
 
     # As it is, in skip mode: the duplicate of A is skipped, everything else goes in.
     second = run("fixed.jsonl", mode="skip")
-    assert counts(second) == ("succeeded", 9, 8, 0, 1, 0)
+    assert counts(second) == Counts("succeeded", read=9, inserted=8, skipped=1)
     assert_table_is(JSONL_INTENDED)
     again = run("fixed.jsonl", mode="skip")
-    assert counts(again) == ("succeeded", 9, 0, 0, 9, 0)
+    assert counts(again) == Counts("succeeded", read=9, skipped=9)
     assert_table_is(JSONL_INTENDED)
 
 
@@ -314,7 +314,7 @@ def test_users_rejects_round_trip(worker: Any, import_root: Path) -> None:
         encoding="utf-8",
     )
     first = run("users.csv", table="users")
-    assert counts(first) == ("partially_succeeded", 5, 1, 0, 0, 4)
+    assert counts(first) == Counts("partially_succeeded", read=5, inserted=1, rejected=4)
     out = import_root / "users.rejects.csv"
     assert export_rejects(first.id, out) == 4
     with out.open(encoding="utf-8", newline="") as f:
@@ -336,7 +336,7 @@ def test_users_rejects_round_trip(worker: Any, import_root: Path) -> None:
         writer.writerows(rows)
     # Upsert: the duplicate and the existing user take the fixed file's names.
     second = run("users.rejects.csv", table="users", mode="upsert")
-    assert counts(second) == ("succeeded", 4, 2, 2, 0, 0)
+    assert counts(second) == Counts("succeeded", read=4, inserted=2, updated=2)
     with db.session_scope() as s:
         got = s.execute(text("SELECT email, name FROM users ORDER BY email")).all()
     assert [(r[0], r[1]) for r in got] == [

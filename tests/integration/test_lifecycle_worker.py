@@ -7,37 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from import_support import TableRows, make_todos, table_rows
 from sqlalchemy import text
 
 from worker import client, db, ledger, runner
 from worker.config import reset_settings
 from worker.seeding import SEED
-
-
-def _counts() -> tuple[int, int]:
-    with db.session_scope() as s:
-        users = s.execute(text("SELECT count(*) FROM users")).scalar_one()
-        todos = s.execute(text("SELECT count(*) FROM todos")).scalar_one()
-    return int(users), int(todos)
-
-
-def _todos(statuses: list[str]) -> list[int]:
-    with db.session_scope() as s:
-        owner = s.execute(
-            text("INSERT INTO users (email, name) VALUES ('o@example.com', 'o') RETURNING id")
-        ).scalar_one()
-        return [
-            int(
-                s.execute(
-                    text(
-                        "INSERT INTO todos (title, status, owner_id) VALUES (:t, :s, :o) "
-                        "RETURNING id"
-                    ),
-                    {"t": f"todo {i}", "s": st, "o": owner},
-                ).scalar_one()
-            )
-            for i, st in enumerate(statuses)
-        ]
 
 
 def test_redis_lost_while_chunks_fan_out_is_retried_and_nothing_doubles(
@@ -67,7 +42,7 @@ def test_redis_lost_while_chunks_fan_out_is_retried_and_nothing_doubles(
     assert summary.state == "succeeded", summary.error
     assert (summary.rows_read, summary.rows_inserted, summary.rows_skipped) == (2130, 2130, 0)
     assert summary.chunks_done == summary.chunks_total == 4
-    assert _counts() == (30, 2100)
+    assert table_rows() == TableRows(users=30, todos=2100)
 
 
 def test_update_batch_size_one_updates_every_row(
@@ -76,7 +51,7 @@ def test_update_batch_size_one_updates_every_row(
     # Given BULKOPS_UPDATE_BATCH_SIZE=1
     monkeypatch.setenv("BULKOPS_UPDATE_BATCH_SIZE", "1")
     reset_settings()
-    ids = _todos(["active", "active", "completed"])
+    ids = make_todos(["active", "active", "completed"])
     # When every active todo is completed
     s = client.wait(client.submit_update_status("completed", ["active"]), timeout=60)
     # Then each row is its own batch, and both were updated
@@ -92,7 +67,7 @@ def test_ids_file_ids_stay_out_of_the_job_params_and_summary(
 ) -> None:
     monkeypatch.setenv("BULKOPS_UPDATE_BATCH_SIZE", "2")
     reset_settings()
-    ids = _todos(["active"] * 5)
+    ids = make_todos(["active"] * 5)
     # Given an ids file with every id, a repeated one, a bad line and an unknown id
     lines = [*map(str, reversed(ids)), str(ids[0]), "x1", "987654321"]
     (import_root / "ids.txt").write_text("\n".join(lines) + "\n")
@@ -152,11 +127,11 @@ def test_seed_plan_writes_nothing_and_parents_come_first(bulkops_env: Any) -> No
     sent: list[int] = []
     assert runner.start_job(job_id, SEED, lambda j, c: sent.append(c)) == 1
     # Then the plan wrote nothing; the users' chunk comes first, then the todos'
-    assert _counts() == (0, 0)
+    assert table_rows() == TableRows(users=0, todos=0)
     runner.run_chunk(job_id, sent[0], SEED, enqueue=lambda j, c: sent.append(c))
-    assert _counts() == (30, 0) and sent == [0, 1, 2, 3]
+    assert table_rows() == TableRows(users=30, todos=0) and sent == [0, 1, 2, 3]
     for n in sent[1:]:
         runner.run_chunk(job_id, n, SEED)
     s = ledger.get_summary(job_id)
     assert (s.state, s.rows_read, s.rows_inserted) == ("succeeded", 2130, 2130)
-    assert _counts() == (30, 2100)
+    assert table_rows() == TableRows(users=30, todos=2100)

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from import_support import TableRows, table_rows
 from sqlalchemy import text
 
 from worker import client, db
-
-
-def _table_counts() -> tuple[int, int]:
-    with db.session_scope() as s:
-        users = s.execute(text("SELECT count(*) FROM users")).scalar_one()
-        todos = s.execute(text("SELECT count(*) FROM todos")).scalar_one()
-    return int(users), int(todos)
 
 
 def _titles_and_statuses() -> list[tuple[str, str, str]]:
@@ -33,7 +27,7 @@ def test_seed_loads_users_and_todos_then_adds_nothing_the_second_time(worker: An
     first = client.wait(client.submit_seed(30, 70, 7), timeout=120)
     # Then every row is there and counted
     assert first.state == "succeeded", first.error
-    assert _table_counts() == (30, 2100)
+    assert table_rows() == TableRows(users=30, todos=2100)
     assert (first.rows_read, first.rows_inserted, first.rows_skipped) == (2130, 2130, 0)
     assert first.chunks_total is not None and first.chunks_total > 1
     assert first.chunks_done == first.chunks_total
@@ -41,14 +35,13 @@ def test_seed_loads_users_and_todos_then_adds_nothing_the_second_time(worker: An
     second = client.wait(client.submit_seed(30, 70, 7), timeout=120)
     assert second.state == "succeeded"
     assert (second.rows_inserted, second.rows_skipped) == (0, 2130)
-    assert _table_counts() == (30, 2100)
+    assert table_rows() == TableRows(users=30, todos=2100)
 
 
 def test_seed_without_arguments_gives_a_small_useful_data_set(worker: Any) -> None:
     summary = client.wait(client.submit_seed(), timeout=60)
     assert summary.state == "succeeded"
-    users, todos = _table_counts()
-    assert users == 10 and todos == 50
+    assert table_rows() == TableRows(users=10, todos=50)
     with db.session_scope() as s:
         statuses = {r[0] for r in s.execute(text("SELECT DISTINCT status FROM todos"))}
     assert len(statuses) >= 3  # a realistic mix, not one status

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from import_support import counts, seed_users, todos, write
+from import_support import Counts, counts, seed_users, todos, write
 from sqlalchemy import text
 
 from worker import client, db
@@ -53,7 +53,7 @@ def test_send_task_runs_an_import_and_the_same_key_gives_one_job(
     assert first["job_id"] == second["job_id"]
     assert _jobs_with_key("k1") == [first["job_id"]]
     summary = client.wait(first["job_id"], timeout=120)
-    assert counts(summary) == ("partially_succeeded", 3, 2, 0, 0, 1)
+    assert counts(summary) == Counts("partially_succeeded", read=3, inserted=2, rejected=1)
     assert todos() == [
         ("Buy milk", "active", "ann@example.com"),
         ("Fix bike", "completed", "ann@example.com"),
@@ -123,7 +123,7 @@ def test_celery_call_subprocess_runs_a_job_once(
     # Then one job exists for the key, and it imports the file
     job_id = _wait_for_job("call-1")
     summary = client.wait(job_id, timeout=120)
-    assert counts(summary) == ("partially_succeeded", 3, 2, 0, 0, 1)
+    assert counts(summary) == Counts("partially_succeeded", read=3, inserted=2, rejected=1)
     # the second call found the first job: still one row for the key, and no rows doubled
     assert _jobs_with_key("call-1") == [job_id]
     assert len(todos()) == 2

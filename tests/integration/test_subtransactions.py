@@ -19,8 +19,9 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlmodel import Session
 
-from worker import loader, migrate
+from worker import loader, migrate, targets
 
+TODOS = targets.Registry(targets.builtin_targets()).get("todos").to_table_spec()
 SUBXACT = """
 SELECT s.subxact_count, s.subxact_overflowed
 FROM pg_stat_get_backend_idset() AS b(id), LATERAL pg_stat_get_backend_subxact(b.id) AS s
@@ -66,7 +67,7 @@ def test_a_chunk_with_hundreds_of_refused_rows_keeps_the_cache_small(recent_post
     ]
     with Session(engine) as session:
         # When it is loaded in one transaction
-        outcome = loader.load(session, loader.TODOS, records, {}, "insert", dry_run=False)
+        outcome = loader.load(session, TODOS, records, {}, "insert", dry_run=False)
         count, overflowed = session.execute(text(SUBXACT)).one()
         session.commit()
     # Then only a handful of subtransactions stay cached, far from PostgreSQL's 64

@@ -7,33 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from import_support import make_todos
 from sqlalchemy import text
 
 from worker import client, db
 from worker.errors import UsageError
-
-
-def _make(statuses: list[str], owner: str = "ann@example.com") -> list[int]:
-    with db.session_scope() as s:
-        uid = s.execute(
-            text(
-                "INSERT INTO users (email, name) VALUES (:e, 'x') ON CONFLICT (email) "
-                "DO UPDATE SET name = users.name RETURNING id"
-            ),
-            {"e": owner},
-        ).scalar_one()
-        return [
-            int(
-                s.execute(
-                    text(
-                        "INSERT INTO todos (title, status, owner_id) "
-                        "VALUES (:t, :s, :o) RETURNING id"
-                    ),
-                    {"t": f"{owner} {i}", "s": st, "o": uid},
-                ).scalar_one()
-            )
-            for i, st in enumerate(statuses)
-        ]
 
 
 def _statuses() -> dict[int, str]:
@@ -46,7 +24,7 @@ def test_update_from_active_to_completed_in_batches(worker: Any, monkeypatch: An
     from worker.config import reset_settings
 
     reset_settings()
-    ids = _make(["active"] * 30 + ["archived"] * 5 + ["completed"] * 3)
+    ids = make_todos(["active"] * 30 + ["archived"] * 5 + ["completed"] * 3)
     s = client.wait(client.submit_update_status("completed", ["active"]), timeout=60)
     assert s.state == "succeeded", s.error
     assert (s.rows_read, s.rows_updated, s.rows_skipped, s.rows_rejected) == (30, 30, 0, 0)
@@ -57,7 +35,7 @@ def test_update_from_active_to_completed_in_batches(worker: Any, monkeypatch: An
 
 
 def test_disallowed_transitions_are_reported_not_changed(worker: Any) -> None:
-    ids = _make(["active", "archived", "completed", "in_progress"])
+    ids = make_todos(["active", "archived", "completed", "in_progress"])
     s = client.wait(client.submit_update_status("in_progress"), timeout=60)
     assert (s.rows_read, s.rows_updated, s.rows_skipped, s.rows_rejected) == (4, 2, 1, 1)
     rejects = client.rejects(s.id)
@@ -72,8 +50,8 @@ def test_disallowed_transitions_are_reported_not_changed(worker: Any) -> None:
 
 
 def test_owner_and_ids_file_and_dry_run(worker: Any, import_root: Path) -> None:
-    ann = _make(["active"] * 3)
-    bob = _make(["active"] * 3, owner="bob@example.com")
+    ann = make_todos(["active"] * 3)
+    bob = make_todos(["active"] * 3, owner="bob@example.com")
     s = client.wait(client.submit_update_status("archived", owner_email="BOB@example.com"), 60)
     assert s.rows_updated == 3
     assert all(_statuses()[i] == "archived" for i in bob)
@@ -127,9 +105,9 @@ def _age(ids: list[int], days: int) -> None:
 
 def test_updated_before_changes_only_rows_untouched_since(worker: Any) -> None:
     # Given completed todos last changed 40 and 20 days ago, and one changed today
-    old = _make(["completed"] * 3)
-    recent = _make(["completed"] * 2, owner="bob@example.com")
-    today = _make(["completed"], owner="cy@example.com")
+    old = make_todos(["completed"] * 3)
+    recent = make_todos(["completed"] * 2, owner="bob@example.com")
+    today = make_todos(["completed"], owner="cy@example.com")
     _age(old, 40)
     _age(recent, 20)
     # When a relative --updated-before 30d archives the completed ones
@@ -169,8 +147,8 @@ def test_update_status_cli_takes_updated_before(worker: Any, bulkops_env: dict[s
     import subprocess
     import sys
 
-    old = _make(["active"] * 2)
-    new = _make(["active"], owner="bob@example.com")
+    old = make_todos(["active"] * 2)
+    new = make_todos(["active"], owner="bob@example.com")
     _age(old, 3)
     script = Path(sys.executable).parent / "bulkops"
     done = subprocess.run(

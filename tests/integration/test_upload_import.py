@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from import_support import counts, seed_users
+from import_support import Counts, counts, seed_users
 from sqlalchemy import text
 
 from worker import client, db, uploads
@@ -69,7 +69,9 @@ def test_a_producer_elsewhere_uploads_100k_rows_and_gets_the_exact_result(
     # Then the result and rejects are exact, as for a file under the root
     job_id = client.jobs(limit=1)[0].id
     summary = client.summary(job_id)
-    assert counts(summary) == ("partially_succeeded", ROWS, ROWS - len(bad), 0, 0, len(bad))
+    assert counts(summary) == Counts(
+        "partially_succeeded", read=ROWS, inserted=ROWS - len(bad), rejected=len(bad)
+    )
     rejects = client.rejects(job_id)
     assert {r.line for r in rejects} == bad
     with db.session_scope() as s:

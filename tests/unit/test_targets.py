@@ -13,7 +13,7 @@ from example_shop.models import Category, Product, Supplier
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-from worker import loader, targets, validation
+from worker import loader, targets
 from worker.errors import ConfigError, InputFormatError, UsageError
 from worker.parsing import Record
 from worker.target_rows import PydanticValidator, RowValidator, check_header, raw_key_maker
@@ -23,26 +23,33 @@ SHOP = Registry(shop.targets)
 EXAMPLE = Registry(targets.builtin_targets())
 
 
-def test_the_example_derives_todays_table_specs() -> None:
+def test_the_example_derives_its_table_specs() -> None:
     todos, users = EXAMPLE.get("todos").to_table_spec(), EXAMPLE.get("users").to_table_spec()
-    for derived, by_hand in ((todos, loader.TODOS), (users, loader.USERS)):
-        assert (derived.table, derived.columns, derived.types) == (
-            by_hand.table,
-            by_hand.columns,
-            by_hand.types,
-        )
-        assert (derived.key, derived.updatable, derived.key_label, derived.key_column) == (
-            by_hand.key,
-            by_hand.updatable,
-            by_hand.key_label,
-            by_hand.key_column,
-        )
-    assert todos.defaults == ("created_at",)  # status's constant default is filled by validation
+    assert todos == loader.TableSpec(
+        table="todos",
+        columns=("title", "status", "owner_id", "created_at"),
+        types=("text", "text", "bigint", "timestamptz"),
+        key=("title", "owner_id"),
+        updatable=("status", "created_at"),
+        key_label="a todo with this title for this owner",
+        key_column="title",
+        defaults=("created_at",),  # status's constant default is filled by validation
+        default_sql=("now()",),
+    )
+    assert users == loader.TableSpec(
+        table="users",
+        columns=("email", "name"),
+        types=("text", "text"),
+        key=("email",),
+        updatable=("name",),
+        key_label="a user with this email",
+        key_column="email",
+    )
     t = EXAMPLE.get("todos")
     assert t.file_columns == ("title", "status", "owner_email", "created_at")
-    assert t.required_columns == validation.TODO_COLUMNS[:1] + ("owner_email",)
+    assert t.required_columns == ("title", "owner_email")
     assert t.key_file_columns == ("title", "owner_email")
-    assert EXAMPLE.get("users").file_columns == validation.USER_COLUMNS
+    assert EXAMPLE.get("users").file_columns == ("email", "name")
 
 
 def test_shop_products_columns_types_and_limits() -> None:
@@ -284,15 +291,22 @@ def _todo_records() -> list[Record]:
     return [Record(i + 2, values, str(values)) for i, values in enumerate(rows)]
 
 
-def test_derived_todos_validation_agrees_with_the_hand_written_one() -> None:
+def test_derived_todos_validation() -> None:
+    # (every rule of the example in depth: tests/unit/test_validation.py)
     records = _todo_records()
-    by_hand, hand_errors = validation.validate_todos(records, dedupe=False)
     derived, errors = RowValidator(EXAMPLE.get("todos")).validate(records, dedupe=False)
-    assert [(r.line, r.title, r.status, r.owner_email, r.created_at) for r in by_hand] == [
-        (r.line, *r.values) for r in derived
+    assert [(r.line, *r.values) for r in derived] == [
+        (2, "Write it", "active", "a@x.org", None),
+        (5, "Ok", "completed", "a@x", datetime(2025, 1, 1, tzinfo=UTC)),
     ]
-    assert [(e.line, e.column) for e in hand_errors] == [(e.line, e.column) for e in errors]
-    assert [e.reason for e in hand_errors] == [e.reason for e in errors]
+    assert [(e.line, e.column, e.reason) for e in errors] == [
+        (3, "title", "title is 201 characters, the limit is 200"),
+        (4, "status", "status 'DONE' is not one of active, in_progress, completed, archived"),
+        (6, "title", "title is empty"),
+        (7, "owner_email", "owner_email 'bad' is not a valid email address"),
+        (8, "created_at", "created_at 'soon' is not an ISO 8601 timestamp"),
+        (9, "title", "title is missing"),
+    ]
 
 
 def test_the_pydantic_validator_rejects_at_least_what_the_derived_one_rejects() -> None:

@@ -6,27 +6,10 @@ import json
 from dataclasses import replace
 
 from celery.events.state import Task
+from summaries import RUNNING
 
 from worker.summary import JobSummary
 from worker.taskevents import job_event, progress, summary_json
-
-RUNNING = JobSummary(
-    id=7,
-    kind="import",
-    state="running",
-    rows_read=3000,
-    rows_inserted=2990,
-    rows_updated=0,
-    rows_skipped=0,
-    rows_rejected=10,
-    chunks_done=3,
-    chunks_total=10,
-    elapsed_s=6.0,
-    error=None,
-    params={"path": "t.csv"},
-    created_at="2026-01-01T00:00:00+00:00",
-    finished_at=None,
-)
 
 
 def test_progress_has_chunks_rows_rate_and_eta() -> None:

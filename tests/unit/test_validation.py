@@ -1,29 +1,43 @@
-"""Unit tests for worker.validation: per-row checks before the database (no services)."""
+"""Unit tests of row validation (worker.target_rows) on the built-in todos and users targets.
+
+The example's rules, derived from its SQLModel classes: a title of 1 to 200
+characters, a known status (blank: the default, ``active``), emails checked
+and normalised, timestamps naive (UTC), aware or invalid, NUL bytes and
+wrong field counts rejected. No services.
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from worker import targets
 from worker.errors import InputFormatError, UsageError
 from worker.models import STATUSES
 from worker.parsing import Record, plan_chunks, read_chunk, read_header
-from worker.validation import (
-    TODO_COLUMNS,
-    USER_COLUMNS,
-    RowError,
-    TodoRow,
-    UserRow,
-    check_header,
-    parse_timestamp,
-    required_columns,
-    validate_todos,
-    validate_users,
-)
+from worker.target_rows import RowError, RowValidator, TypedRow, check_header, parse_timestamp
+
+EXAMPLE = targets.Registry(targets.builtin_targets())
+TODOS, USERS = EXAMPLE.get("todos"), EXAMPLE.get("users")
+_todos, _users = RowValidator(TODOS), RowValidator(USERS)
 
 _line = iter(range(2, 10**9))
+
+
+def validate_todos(records: list[Record]) -> tuple[list[TypedRow], list[RowError]]:
+    return _todos.validate(records)
+
+
+def validate_users(records: list[Record]) -> tuple[list[TypedRow], list[RowError]]:
+    return _users.validate(records)
+
+
+def fields(row: TypedRow, spec: targets.TargetSpec = TODOS) -> dict[str, Any]:
+    """A typed row's values by column name."""
+    return dict(zip(spec.file_columns, row.values, strict=True))
 
 
 def todo(**values: str | None) -> Record:
@@ -42,38 +56,42 @@ def one_error(record: Record) -> RowError:
     return errors[0]
 
 
-def one_row(record: Record) -> TodoRow:
+def one_row(record: Record) -> dict[str, Any]:
     rows, errors = validate_todos([record])
     assert errors == [] and len(rows) == 1
-    return rows[0]
+    assert rows[0].line == record.line and rows[0].raw == record.raw
+    return fields(rows[0])
 
 
 # --- headers -----------------------------------------------------------------------
 
 
-def test_required_columns() -> None:
-    assert required_columns("todos") == TODO_COLUMNS == ("title", "status", "owner_email")
-    assert required_columns("users") == USER_COLUMNS == ("email", "name")
+def test_required_and_optional_columns() -> None:
+    # status has a default ('active') and created_at one (now()): a file may leave them out
+    assert TODOS.required_columns == ("title", "owner_email")
+    assert TODOS.optional_columns == ("status", "created_at")
+    assert USERS.required_columns == USERS.file_columns == ("email", "name")
     with pytest.raises(UsageError, match="unknown table 'things'"):
-        required_columns("things")
+        EXAMPLE.get("things")
 
 
 def test_check_header_accepts_known_and_underscore_columns() -> None:
-    check_header("todos", ["_line", "title", "status", "owner_email", "created_at", "_error"])
-    check_header("users", ["name", "email"])
+    check_header(TODOS, ["_line", "title", "status", "owner_email", "created_at", "_error"])
+    check_header(TODOS, ["title", "owner_email"])
+    check_header(USERS, ["name", "email"])
 
 
 def test_check_header_names_every_missing_column() -> None:
     with pytest.raises(InputFormatError) as exc:
-        check_header("todos", ["title"])
-    assert exc.value.message == "missing required column(s): status, owner_email"
+        check_header(TODOS, ["status"])
+    assert exc.value.message == "missing required column(s): title, owner_email"
 
 
 def test_check_header_names_unknown_columns() -> None:
     with pytest.raises(InputFormatError, match=r"unknown column\(s\): owner, Colour"):
-        check_header("todos", ["title", "status", "owner_email", "owner", "Colour"])
+        check_header(TODOS, ["title", "status", "owner_email", "owner", "Colour"])
     with pytest.raises(InputFormatError, match="missing required column.*: name.*unknown.*: nme"):
-        check_header("users", ["email", "nme"])
+        check_header(USERS, ["email", "nme"])
 
 
 # --- records that could not be parsed ----------------------------------------------
@@ -106,11 +124,11 @@ def test_title_missing_key() -> None:
 
 
 def test_title_kept_exactly() -> None:
-    assert one_row(todo(title="  spaced out  ")).title == "  spaced out  "
+    assert one_row(todo(title="  spaced out  "))["title"] == "  spaced out  "
 
 
 def test_title_length_is_in_characters() -> None:
-    assert one_row(todo(title="😀" * 200)).title == "😀" * 200
+    assert one_row(todo(title="😀" * 200))["title"] == "😀" * 200
     err = one_error(todo(title="😀" * 201))
     assert (err.column, err.reason) == ("title", "title is 201 characters, the limit is 200")
 
@@ -133,7 +151,7 @@ def test_title_with_nul_is_rejected() -> None:
     ],
 )
 def test_hostile_titles_pass_through_unchanged(title: str) -> None:
-    assert one_row(todo(title=title)).title == title
+    assert one_row(todo(title=title))["title"] == title
 
 
 # --- status ------------------------------------------------------------------------
@@ -141,16 +159,16 @@ def test_hostile_titles_pass_through_unchanged(title: str) -> None:
 
 @pytest.mark.parametrize("status", ["", "  "])
 def test_status_defaults_to_active(status: str) -> None:
-    assert one_row(todo(status=status)).status == "active"
+    assert one_row(todo(status=status))["status"] == "active"
 
 
 def test_status_missing_key_defaults_to_active() -> None:
-    assert one_row(todo(status=None)).status == "active"
+    assert one_row(todo(status=None))["status"] == "active"
 
 
 @pytest.mark.parametrize("status", [*STATUSES, "COMPLETED", " In_Progress "])
 def test_status_is_case_insensitive_and_normalized(status: str) -> None:
-    assert one_row(todo(status=status)).status == status.strip().lower()
+    assert one_row(todo(status=status))["status"] == status.strip().lower()
 
 
 def test_status_unknown() -> None:
@@ -163,7 +181,7 @@ def test_status_unknown() -> None:
 
 
 def test_owner_email_normalized() -> None:
-    assert one_row(todo(owner_email="  Ann@Example.COM ")).owner_email == "ann@example.com"
+    assert one_row(todo(owner_email="  Ann@Example.COM "))["owner_email"] == "ann@example.com"
 
 
 @pytest.mark.parametrize(
@@ -202,14 +220,14 @@ def test_email_too_long() -> None:
     ],
 )
 def test_created_at(text: str, expected: datetime | None) -> None:
-    created = one_row(todo(created_at=text)).created_at
+    created = one_row(todo(created_at=text))["created_at"]
     assert created == expected
     if created is not None:
         assert created.utcoffset() is not None and created.tzinfo == UTC
 
 
 def test_created_at_optional() -> None:
-    assert one_row(todo()).created_at is None
+    assert one_row(todo())["created_at"] is None
 
 
 @pytest.mark.parametrize("text", ["yesterday", "2024-13-01", "01/02/2024", "2024-03-01T25:00"])
@@ -271,8 +289,8 @@ def test_users() -> None:
     ]
     rows, errors = validate_users(records)
     assert rows == [
-        UserRow(2, "ann@example.com", "Ann", "r2"),
-        UserRow(9, "gus@example.com", "'); DROP TABLE users; -- 😀", "r9"),
+        TypedRow(2, ("ann@example.com", "Ann"), "r2"),
+        TypedRow(9, ("gus@example.com", "'); DROP TABLE users; -- 😀"), "r9"),
     ]
     assert [(e.line, e.column, e.reason) for e in errors] == [
         (3, "email", "duplicate of line 2 in this file"),
@@ -312,13 +330,13 @@ def test_every_record_ends_in_exactly_one_list(tmp_path: Path) -> None:
     path = tmp_path / "messy.csv"
     path.write_bytes(MESSY.encode() + b"bad \xff utf8,active,a@b.c,,\r\n" + b'"open,active')
     header = read_header(path, "csv")[0]
-    check_header("todos", header)
+    check_header(TODOS, header)
     records = _read(path)
     assert len(records) == 12
     rows, errors = validate_todos(records)
     assert len(rows) + len(errors) == len(records)
     assert sorted([r.line for r in rows] + [e.line for e in errors]) == [r.line for r in records]
-    assert [r.title for r in rows] == [
+    assert [fields(r)["title"] for r in rows] == [
         "ok",
         "'); DROP TABLE todos; --",
         'quoted, "comma"\nand newline',
@@ -342,7 +360,7 @@ def test_huge_title_is_parsed_then_rejected(tmp_path: Path) -> None:
     big = "x" * (10 * 1024 * 1024)
     path.write_text(f'title,status,owner_email\n"{big}",active,a@b.c\nsmall,,a@b.c\n')
     rows, errors = validate_todos(_read(path))
-    assert [r.title for r in rows] == ["small"]
+    assert [fields(r)["title"] for r in rows] == ["small"]
     assert [(e.line, e.column, e.reason) for e in errors] == [
         (2, "title", f"title is {len(big)} characters, the limit is 200")
     ]
@@ -356,14 +374,14 @@ def test_jsonl_todos(tmp_path: Path) -> None:
         '{"owner_email": "a@b.c"}\n'
     )
     rows, errors = validate_todos(_read(path, "jsonl"))
-    assert [(r.title, r.status, r.created_at) for r in rows] == [
-        ("a", "active", None),
-        ("5", "active", datetime(2024, 5, 5, 0, 5, 5, tzinfo=UTC)),
+    assert [r.values for r in rows] == [
+        ("a", "active", "a@b.c", None),
+        ("5", "active", "a@b.c", datetime(2024, 5, 5, 0, 5, 5, tzinfo=UTC)),
     ]
     assert [(e.line, e.reason) for e in errors] == [(3, "title is missing")]
 
 
-# --- the quick builders agree with the full ones ------------------------------------
+# --- every combination of values, in one chunk -------------------------------------
 
 _TITLES = [None, "t", "", "   ", "a\x00b", "x" * 200, "x" * 201, " padded "]
 _STATUSES = [None, "", " ", "active", "ACTIVE", " completed ", "done", "arch\x00ived"]
@@ -387,17 +405,37 @@ def _records() -> list[Record]:
     return records
 
 
-def test_quick_builders_match_the_full_ones(monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker import validation
+def test_a_chunk_gives_each_record_what_it_gives_alone() -> None:
+    """Converters compiled once and cached per value: nothing leaks from one row to the next."""
+    records = _records()
+    alone: dict[int, TypedRow | RowError] = {}
+    for rec in records:
+        rows, errors = _todos.validate([rec])
+        alone[rec.line] = [*rows, *errors][0]
+    rows, errors = _todos.validate(records + records, dedupe=False)
+    together = [*rows, *errors]
+    assert sorted(x.line for x in together) == sorted(2 * [r.line for r in records])
+    assert all(x == alone[x.line] for x in together)
+    assert rows and errors
 
-    records = _records() + _records()  # the second half are all duplicates
-    users = [
-        Record(r.line, {"email": r.values["owner_email"], "name": r.values["title"]}, r.raw)
-        for r in records
-        if r.values is not None and "owner_email" in r.values and "title" in r.values
-    ]
-    quick = (validate_todos(records), validate_users(users))
-    monkeypatch.setattr(validation, "_quick_todo", lambda rec, values: None)
-    monkeypatch.setattr(validation, "_quick_user", lambda rec, values: None)
-    assert (validate_todos(records), validate_users(users)) == quick
-    assert quick[0][0] and quick[0][1] and quick[1][0] and quick[1][1]
+
+def test_a_later_copy_of_a_valid_row_is_a_duplicate_of_the_first() -> None:
+    records = _records()
+    copies = [Record(r.line + len(records), r.values, r.raw) for r in records]
+    rows, errors = _todos.validate(records + copies)
+    expected: dict[int, TypedRow | RowError] = {}
+    first: dict[tuple[Any, ...], int] = {}
+    for rec in records + copies:
+        found, refused = _todos.validate([rec])
+        if refused:
+            expected[rec.line] = refused[0]
+            continue
+        key = _todos.key(found[0].values)
+        if key in first:
+            reason = f"duplicate of line {first[key]} in this file"
+            expected[rec.line] = RowError(rec.line, "title", reason, rec.raw)
+        else:
+            first[key] = rec.line
+            expected[rec.line] = found[0]
+    assert {x.line: x for x in [*rows, *errors]} == expected
+    assert len(first) > 1 and len(rows) == len(first)

@@ -5,27 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 from rich.console import Console
+from summaries import RUNNING
 
-from worker.summary import JobSummary
 from worker.watch import Snapshot, render
-
-RUNNING = JobSummary(
-    id=7,
-    kind="import",
-    state="running",
-    rows_read=3000,
-    rows_inserted=2990,
-    rows_updated=0,
-    rows_skipped=0,
-    rows_rejected=10,
-    chunks_done=3,
-    chunks_total=10,
-    elapsed_s=6.0,
-    error=None,
-    params={},
-    created_at=None,
-    finished_at=None,
-)
 
 
 def _frame(snap: Snapshot) -> str:

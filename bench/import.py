@@ -130,7 +130,7 @@ def main() -> int:
              lower_is_better=True, unit=" s"),
         goal(f"rows/s at {args.linear_rows or '--linear-rows'} vs {args.rows}",
              rate.get("linear", NAN) / rate.get("bad", NAN), 0.9),
-        goal(f"bad vs per-row savepoints ({args.savepoint_rows:,} rows)", rate.get("bad", NAN) / median(sp_rates), 25),
+        goal(f"bad vs per-row savepoints ({min(args.savepoint_rows, args.rows):,} rows)", rate.get("bad", NAN) / median(sp_rates), 25),
     ]
     notes = [f"per-row savepoints: {median(sp_rates):,.0f} rows/s"] if sp_rates else []
     if "wide" in jobs:

@@ -1,94 +1,134 @@
-"""Seed benchmark: ``bulkops seed`` through real workers vs raw ``psql \\copy`` of the same rows.
+"""Seed benchmark: ``bulkops seed`` vs raw ``psql \\copy`` of the same rows, and the seed
+document's ORM inserts vs bulkops's COPY path (issue 14).
 
     python bench/seed.py                            # 10,000 users x 100 = 1,000,000 todos, 3 runs
-    python bench/seed.py --todos 100000 --runs 1    # smoke run
+    python bench/seed.py --todos 100000 --runs 1    # smoke run (--orm-rows 0: no ORM inserts)
 
-Baseline: the same users (``worker.seeding.rows``, COPYed first, not timed) and todos
-(the same generator, written once to a TSV) loaded with ``psql \\copy`` into a fresh
-clone. Worker: a fresh clone, ``celery -A worker worker -c 2``, ``bulkops seed`` submit -> finished
-(users included). Checks: the job succeeded with exact counts; both tables equal COPY's (md5).
+Rows: the seeder's own (``worker.seeding.rows``). ORM: ``add_all``, ``bulk_save_objects`` (one
+commit) and ``bulkload.insert_new`` (a seed chunk's COPY) in this process. See bench/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
+import exports
 import harness
 from harness import Bench, goal, log, median
 
-USERS_DIGEST = "SELECT count(*), md5(string_agg(email || E'\\t' || name, E'\\n' ORDER BY email COLLATE \"C\")) FROM users"
+USERS = "SELECT email || E'\\t' || name AS line FROM users"
+TODOS = exports.TODO_LINES.format(ts=exports.CREATED)
+ORM = ("add_all", "bulk_save_objects", "bulkload.insert_new")
 
 
-def write_rows(args: argparse.Namespace) -> tuple:
-    """The example's rows as the generic seeder makes them (worker.seeding.rows), owner ids 1..N."""
+def rows(table: str, args: argparse.Namespace, n: int) -> Iterator[tuple[Any, ...]]:
+    """The example's first ``n`` rows of ``table`` as the seeder makes them; todos with owner ids 1..N."""
     from worker.seeding import SeedParams, rows
     from worker.targets import Registry, builtin_targets
 
     counts = SeedParams.example(args.users, args.todos_per_user, args.random_seed).counts(
         Registry(builtin_targets()))
-    users, todos = args.work_dir / "seed-users.tsv", args.work_dir / "seed-todos.tsv"
-    step = 10_000
-    with users.open("w") as u, todos.open("w") as t:
-        for lo in range(0, args.users, step):
-            for row in rows("users", args.random_seed, counts, lo, min(lo + step, args.users)):
-                u.write("\t".join(map(harness.tsv, row)) + "\n")
-        n = args.users * args.todos_per_user
-        for lo in range(0, n, step):
-            for i, (title, status, _, created) in enumerate(
-                    rows("todos", args.random_seed, counts, lo, min(lo + step, n)), start=lo):
-                owner_id = i // args.todos_per_user + 1
-                t.write("\t".join(map(harness.tsv, (title, status, owner_id, created))) + "\n")
-    return users, todos
+    for lo in range(0, n, 10_000):
+        for i, row in enumerate(rows(table, args.random_seed, counts, lo, min(lo + 10_000, n)), start=lo):
+            yield row if table == "users" else (row[0], row[1], i // args.todos_per_user + 1, row[3])
 
 
-def digests(url: str) -> tuple:
-    return tuple(harness.query(url, USERS_DIGEST)[0]), harness.table_digest(url)
+def write(path: Path, data: Iterator[tuple[Any, ...]]) -> Path:
+    with path.open("w") as f:
+        f.writelines("\t".join(map(harness.tsv, row)) + "\n" for row in data)
+    return path
+
+
+def orm_insert(url: str, data: list[tuple[Any, ...]], how: str, chunk: int) -> float:
+    """Seconds to insert ``data`` the way ``how`` says, in this process."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+    from sqlmodel import Session
+
+    from worker import bulkload
+    from worker.models import Todo
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://"), poolclass=NullPool)
+    started = time.perf_counter()
+    for lo in range(0, len(data), chunk if how == "bulkload.insert_new" else len(data)):
+        with Session(engine) as session:
+            if how == "bulkload.insert_new":
+                bulkload.insert_new(session, "todos", exports.TODO_COLUMNS, ("title", "owner_id"), data[lo:lo + chunk])
+            else:
+                todos = [Todo(title=t, status=s, owner_id=o, created_at=c) for t, s, o, c in data]
+                session.bulk_save_objects(todos) if how == "bulk_save_objects" else session.add_all(todos)
+            session.commit()
+    elapsed = time.perf_counter() - started
+    engine.dispose()
+    return elapsed
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = harness.parser(__doc__)
     p.add_argument("--todos", type=int, default=1_000_000)
     p.add_argument("--todos-per-user", type=int, default=100)
     p.add_argument("--random-seed", type=int, default=7)
-    harness.add_common_args(p)
+    p.add_argument("--orm-rows", type=int, default=100_000, help="todos for the ORM inserts (0: none)")
     args = p.parse_args()
     args.users = args.todos // args.todos_per_user
     n = args.users * args.todos_per_user
+    orm_rows = min(args.orm_rows, n)
     failures: list[str] = []
-    runs: list[list[object]] = []
-    ratios: list[float] = []
-    rss: list[float] = []
+    jobs: list[dict[str, Any]] = []
+    orm: dict[str, list[float]] = {how: [] for how in ORM}
+
+    def check(job: dict[str, Any], base: str, url: str) -> list[str]:
+        fails = [f"seeded {what} differ from COPY's" for what, lines in (("users", USERS), ("todos", TODOS))
+                 if harness.table_digest(url, lines) != harness.table_digest(base, lines)]
+        if job["state"] != "succeeded" or job["rows_inserted"] != args.users + n or job["rows_rejected"]:
+            fails.append(f"job {job['state']}, inserted {job['rows_inserted']} (want {args.users + n}), "
+                         f"rejected {job['rows_rejected']}, error {job['error']}")
+        return fails
+
     with Bench(args) as bench:
         template, _ = bench.template()
-        users_tsv, todos_tsv = write_rows(args)
+        users = write(args.work_dir / "seed-users.tsv", rows("users", args, args.users))
+        todos = write(args.work_dir / "seed-todos.tsv", rows("todos", args, n))
+        with_users = bench.database("users", template)  # the ORM inserts' template
+        bench.copy(with_users, "users", ("email", "name"), users)
+        data = list(rows("todos", args, orm_rows))
+
+        def baseline(url: str) -> float:
+            bench.copy(url, "users", ("email", "name"), users)
+            return bench.copy(url, "todos", exports.TODO_COLUMNS, todos)
+
         for run in range(1, args.runs + 1):
-            base = bench.database("copy", template)
-            bench.copy(base, "users", ("email", "name"), users_tsv)
-            copy_s = bench.copy(base, "todos", ("title", "status", "owner_id", "created_at"), todos_tsv)
-            want = digests(base)
-            bench.drop(base)
-            url = bench.database("work", template)
-            with bench.worker(url, "seed") as w:
-                job = bench.run_job(url, w, "seed", "--users", str(args.users), "--todos-per-user",
-                                    str(args.todos_per_user), "--random-seed", str(args.random_seed))
-            ratios.append((n / job["s"]) / (n / copy_s))
-            rss.append(job["rss_mb"])
-            log(f"run {run}: worker {job['s']:.2f} s, COPY {copy_s:.2f} s: {ratios[-1]:.2f}x; {job['state']}")
-            if job["state"] != "succeeded" or job["rows_inserted"] != args.users + n or job["rows_rejected"]:
-                failures.append(f"run {run}: job {job['state']}, inserted {job['rows_inserted']} "
-                                f"(want {args.users + n}), rejected {job['rows_rejected']}, error {job['error']}")
-            if digests(url) != want:
-                failures.append(f"run {run}: seeded tables {digests(url)} differ from COPY's {want}")
-            bench.drop(url)
-            runs.append([run, copy_s, n / copy_s, job["s"], n / job["s"], ratios[-1], job["redos"], job["rss_mb"]])
+            job, fails = bench.race(template, "seed", baseline, [
+                "seed", "--users", str(args.users), "--todos-per-user", str(args.todos_per_user),
+                "--random-seed", str(args.random_seed)], n, check)
+            jobs.append(job)
+            failures += fails
+            digests = set()
+            for how in ORM if orm_rows else ():
+                url = bench.database("orm", harness.dbname(with_users))
+                orm[how].append(orm_insert(url, data, how, args.chunk_size))
+                digests.add(harness.table_digest(url, TODOS))
+                bench.drop(url)
+                log(f"run {run}: {how} {orm[how][-1]:.2f} s for {orm_rows:,} todos")
+            if len(digests) > 1:
+                failures.append(f"run {run}: the ORM inserts left different tables")
+    ours = median(orm[ORM[-1]])
     return harness.report(
         f"seed bench: {args.users:,} users x {args.todos_per_user} = {n:,} todos, chunk {args.chunk_size:,}, "
-        f"celery -c {args.concurrency}",
-        (["run", "COPY s", "COPY rows/s", "worker s", "worker rows/s", "x COPY", "redos", "RSS MB"], runs),
-        [goal("seed vs raw COPY", median(ratios), 0.7),
-         goal("worker peak RSS per process (max)", max(rss), 150, lower_is_better=True, unit=" MB")],
-        failures, ["worker time includes generating the rows and inserting the users; COPY's does not"])
+        f"celery -c {args.concurrency}; baseline: psql \\copy of the todos (users loaded first, untimed)",
+        [harness.runs_table(jobs),
+         ([f"insert {orm_rows:,} todos, in this process", "median s", "rows/s", "x insert_new's time",
+           "longest transaction s"],
+          [[how, median(t), orm_rows / median(t), median(t) / ours,
+            median(t) / (-(-orm_rows // args.chunk_size) if how == ORM[-1] else 1)] for how, t in orm.items() if t])],
+        [goal("seed vs raw COPY", median([j["x_base"] for j in jobs]), 0.7), *harness.health(jobs)],
+        failures, ["the job's time includes generating the rows and inserting the users; COPY's does not",
+                   "insert_new's longest transaction: the mean per chunk"])
 
 
 if __name__ == "__main__":

@@ -1,140 +1,118 @@
-"""Validation speed: the derived validators vs the hand-written ``validation.validate_todos``.
+"""Validation speed (issue 10): the derived validator vs a pydantic TypeAdapter vs bare parsing.
 
-    python bench/validate.py                 # 20,000 todos rows, 5 runs, best of each
-    python bench/validate.py --rows 100000 --bad 0.05
+    python bench/validate.py                  # 20,000 rows (one chunk) per file, best of 5
+    python bench/validate.py --rows 100000 --runs 3
 
-No services needed: records are built as ``worker.parsing`` gives them (raw
-strings), from the seed's own rows (``worker.seeding``), with ``--bad`` of them
-made invalid (a title too long, an unknown status, a malformed email, a bad
-timestamp, in turn). Each validator runs on the same records, interleaved
-round by round; rows/s is of each one's fastest run. Checks: every validator accepts and rejects the same lines.
-Also times the 16 file columns of ``tests/example_shop`` products (Decimal,
-UUID, Enum, JSON, date, composite key, two lookups).
+No services. bench/exports.py's 1%-bad todos file and its products file (tests/example_shop,
+16 columns), each read once with ``worker.parsing`` into records; then, interleaved round by
+round, fastest run of each: ``RowValidator`` (derived from the SQLModel columns, what imports
+run), ``PydanticValidator`` (a ``TypeAdapter(list[TypedDict])`` over the same columns, one call
+per chunk), bare conversions (``int``, ``Decimal``, ``uuid.UUID``… without limits or messages:
+the floor) and parsing alone. Exit 1 if derived and pydantic accept different lines.
 """
 
 from __future__ import annotations
 
 import argparse
-import random
+import json
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from harness import log, print_table
+import exports
+import harness
+from harness import log
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-
-def todo_records(n: int, bad: float, seed: int = 1) -> list[Any]:
-    from worker.parsing import Record
-    from worker.seeding import SeedParams, rows
-    from worker.targets import Registry, builtin_targets
-
-    rng = random.Random(seed)
-    counts = SeedParams.example(n // 50 + 1, 50, seed).counts(Registry(builtin_targets()))
-    out: list[Any] = []
-    for title, status, email, created in rows("todos", seed, counts, 0, n):
-        values = {"title": title, "status": status, "owner_email": email, "created_at": created.isoformat()}
-        if rng.random() < bad:
-            which = len(out) % 4
-            if which == 0:
-                values["title"] = "x" * 300
-            elif which == 1:
-                values["status"] = "sleeping"
-            elif which == 2:
-                values["owner_email"] = "not-an-email"
-            else:
-                values["created_at"] = "yesterday"
-        out.append(Record(len(out) + 2, values, ",".join(values.values())))
-    return out
+BARE: dict[str, Callable[[str], Any]] = {
+    "str": str, "int": int, "float": float, "decimal": Decimal, "bool": lambda v: v.lower() in ("true", "t", "1"),
+    "date": date.fromisoformat, "datetime": datetime.fromisoformat, "uuid": uuid.UUID, "enum": str,
+    "json": json.loads,
+}
 
 
-def product_records(n: int, seed: int = 1) -> list[Any]:
-    from worker.parsing import Record
+def bare(spec: Any) -> Callable[[list[Any]], tuple[list[Any], list[Any]]]:
+    from worker.target_rows import TypedRow
 
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        values = {
-            "sku": str(uuid.UUID(int=rng.getrandbits(128))),
-            "ref": f"R-{i}",
-            "name": f"Product {i}",
-            "price": f"{rng.randrange(100, 100000) / 100:.2f}",
-            "status": rng.choice(("draft", "active", "discontinued")),
-            "attributes": f'{{"color": "red", "size": {rng.randrange(40)}}}',
-            "tags": '["a", "b"]',
-            "released_on": f"2025-03-{rng.randrange(1, 29):02d}",
-            "in_stock": rng.choice(("true", "false")),
-            "weight_kg": f"{rng.random() * 10:.3f}",
-            "stock": str(rng.randrange(1000)),
-            "category_slug": f"cat-{rng.randrange(20)}",
-            "supplier": f"S{rng.randrange(50)}",
-            "warehouse_region": "eu",
-            "warehouse_code": f"w{rng.randrange(5)}",
-            "created_at": "2025-01-01T10:00:00Z",
-        }
-        out.append(Record(i + 2, values, ""))
-    return out
+    columns = [(c.name, BARE[c.kind]) for c in spec.columns]
+
+    def validate(records: list[Any]) -> tuple[list[Any], list[Any]]:
+        rows, errors = [], []
+        for rec in records:
+            try:
+                get = rec.values.get
+                rows.append(TypedRow(rec.line, tuple([f(v) if (v := get(n)) else None for n, f in columns]), rec.raw))
+            except (AttributeError, ValueError, ArithmeticError):  # unreadable record, bad value
+                errors.append(rec)
+        return rows, errors
+
+    return validate
 
 
-def interleaved(fns: dict[str, Callable[[], tuple[list[Any], list[Any]]]], runs: int
-                ) -> dict[str, tuple[float, set[int]]]:
-    """Each validator once per round, ``runs`` rounds (a shared machine's load hits all alike);
-    the fastest time of each and the lines it accepted."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    lines: dict[str, set[int]] = {}
+def parse(path: Path) -> Callable[[], tuple[list[Any], list[Any]]]:
+    from worker import parsing
+
+    header, _ = parsing.read_header(path, "csv")
+    (span,) = parsing.plan_chunks(path, "csv", 10**9)
+
+    def read() -> tuple[list[Any], list[Any]]:
+        records = list(parsing.read_chunk(path, "csv", span, header))
+        return [r for r in records if r.values is not None], records
+
+    return read
+
+
+def compare(name: str, spec: Any, path: Path, runs: int) -> tuple[tuple[list[str], list[list[Any]]], list[str]]:
+    """Time each way on ``path``'s records: the report's table, the failed checks."""
+    from worker.target_rows import PydanticValidator, RowValidator
+
+    read = parse(path)
+    records = read()[1]
+    derived, pyd, floor = RowValidator(spec), PydanticValidator(spec), bare(spec)
+    ways: dict[str, Callable[[], tuple[list[Any], list[Any]]]] = {
+        "derived (RowValidator)": lambda: derived.validate(records, dedupe=False),
+        "pydantic TypeAdapter(list[TypedDict])": lambda: pyd.validate(records),
+        "bare conversions, no checks": lambda: floor(records),
+        "parse only (worker.parsing)": read,
+    }
+    best: dict[str, float] = {}
+    accepted: dict[str, set[int]] = {}
     for _ in range(runs):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
+        for way, fn in ways.items():
+            started = time.perf_counter()
             rows, _errors = fn()
-            times[name].append(time.perf_counter() - t0)
-            lines[name] = {r.line for r in rows}
-    return {name: (min(times[name]), lines[name]) for name in fns}
+            best[way] = min(best.get(way, float("inf")), time.perf_counter() - started)
+            accepted[way] = {r.line for r in rows}
+    base = best["derived (RowValidator)"]
+    table = ([f"{name}: {len(spec.columns)} columns, {len(records):,} records", "rows/s", "x derived", "accepted"],
+             [[way, len(records) / t, base / t, len(accepted[way])] for way, t in best.items()])
+    diff = accepted["derived (RowValidator)"] ^ accepted["pydantic TypeAdapter(list[TypedDict])"]
+    return table, [f"{name}: derived and pydantic accept different lines, e.g. {sorted(diff)[:5]}"] if diff else []
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=20_000)
-    p.add_argument("--bad", type=float, default=0.0, help="share of invalid rows")
     p.add_argument("--runs", type=int, default=5)
     args = p.parse_args()
+    from example_shop.bulk import targets as shop
 
-    from worker import targets, validation
-    from worker.target_rows import PydanticValidator, RowValidator
+    from worker.targets import Registry, builtin_targets
 
-    records = todo_records(args.rows, args.bad)
-    todos = targets.Registry(targets.builtin_targets()).get("todos")
-    derived, pyd = RowValidator(todos), PydanticValidator(todos)
-    log(f"{len(records):,} todos records, {args.bad:.0%} invalid; best of {args.runs} runs")
-    results = interleaved({
-        "hand-written validate_todos": lambda: validation.validate_todos(records, dedupe=False),
-        "derived converters (RowValidator)": lambda: derived.validate(records, dedupe=False),
-        "pydantic TypeAdapter(list[TypedDict])": lambda: pyd.validate(records),
-    }, args.runs)
-    base = results["hand-written validate_todos"][0]
-    rows = [[name, len(records) / t, base / t] for name, (t, _) in results.items()]
-    print_table(["todos validator", "rows/s", "speed vs hand-written"], rows)
-    accepted = {name: lines for name, (_, lines) in results.items()}
-    failures = [n for n, lines in accepted.items() if lines != accepted["hand-written validate_todos"]]
-
-    import example_shop.bulk as shop
-
-    products = targets.Registry(shop.targets).get("products")
-    wide = product_records(args.rows)
-    print()
-    rv, pv = RowValidator(products), PydanticValidator(products)
-    wide_results = interleaved({"derived converters": lambda: rv.validate(wide),
-                                "pydantic": lambda: pv.validate(wide)}, args.runs)
-    wide_rows = [[name, len(wide) / t, len(lines)] for name, (t, lines) in wide_results.items()]
-    print_table([f"products ({len(products.columns)} columns) validator", "rows/s", "accepted"], wide_rows)
-    if failures:
-        print("\nDIFFERENT ACCEPTED LINES:", *failures, sep="\n  ")
-        return 1
-    print("\ncorrectness: every todos validator accepts the same lines")
-    return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        todos = exports.generate(Path(tmp), "validate", args.rows, bad=0.01)
+        products = exports.products(Path(tmp), "validate-products", args.rows).csv
+        log(f"{args.rows:,} rows per file; best of {args.runs} rounds")
+        results = [compare("todos (1% bad)", Registry(builtin_targets()).get("todos"), todos.csv, args.runs),
+                   compare("products", Registry(shop).get("products"), products, args.runs)]
+    return harness.report(f"validation bench: {args.rows:,} rows per file, best of {args.runs} rounds",
+                          [table for table, _ in results], failures=[f for _, fails in results for f in fails],
+                          notes=["check: derived and pydantic accept the same lines"])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ document's ORM inserts vs bulkops's COPY path (issue 14).
     python bench/seed.py --todos 100000 --runs 1    # smoke run (--orm-rows 0: no ORM inserts)
 
 Rows: the seeder's own (``worker.seeding.rows``). ORM: ``add_all``, ``bulk_save_objects`` (one
-commit) and ``bulkload.insert_new`` (a seed chunk's COPY) in this process. See bench/README.md.
+commit) and ``loader.load`` (a seed chunk's COPY, skip mode) in this process. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from harness import Bench, goal, log, median
 
 USERS = "SELECT email || E'\\t' || name AS line FROM users"
 TODOS = exports.TODO_LINES.format(ts=exports.CREATED)
-ORM = ("add_all", "bulk_save_objects", "bulkload.insert_new")
+ORM = ("add_all", "bulk_save_objects", "loader.load")
 
 
 def rows(table: str, args: argparse.Namespace, n: int) -> Iterator[tuple[Any, ...]]:
@@ -50,15 +50,16 @@ def orm_insert(url: str, data: list[tuple[Any, ...]], how: str, chunk: int) -> f
     from sqlalchemy.pool import NullPool
     from sqlmodel import Session
 
-    from worker import bulkload
+    from worker import loader, targets
     from worker.models import Todo
 
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg2://"), poolclass=NullPool)
     started = time.perf_counter()
-    for lo in range(0, len(data), chunk if how == "bulkload.insert_new" else len(data)):
+    for lo in range(0, len(data), chunk if how == "loader.load" else len(data)):
         with Session(engine) as session:
-            if how == "bulkload.insert_new":
-                bulkload.insert_new(session, "todos", exports.TODO_COLUMNS, ("title", "owner_id"), data[lo:lo + chunk])
+            if how == "loader.load":  # todos' TableSpec columns are exports.TODO_COLUMNS
+                rows = list(enumerate(data[lo:lo + chunk], start=lo))
+                loader.load(session, targets.get("todos").to_table_spec(), rows, {}, "skip", False)
             else:
                 todos = [Todo(title=t, status=s, owner_id=o, created_at=c) for t, s, o, c in data]
                 session.bulk_save_objects(todos) if how == "bulk_save_objects" else session.add_all(todos)

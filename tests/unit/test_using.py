@@ -62,11 +62,22 @@ def test_an_app_built_from_settings_reads_no_environment(monkeypatch: pytest.Mon
         built.close()
 
 
-def test_the_environments_app_reads_it_on_first_use_and_names_a_missing_variable() -> None:
-    env_app = create_app()  # the environment has no DATABASE_URL: nothing fails yet
+def test_the_environments_app_reads_it_on_first_use_and_names_a_missing_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env_app, other = create_app(), create_app()  # no DATABASE_URL yet: nothing fails yet
     try:
         with pytest.raises(SystemExit, match="bulkops: DATABASE_URL is not set"):
             _ = env_app.conf.broker_url
+        # and once the environment has the URLs, what it says wins over Celery's defaults
+        monkeypatch.setenv("DATABASE_URL", DB)
+        monkeypatch.setenv("REDIS_URL", REDIS + "6")
+        reset_settings()
+        conf = other.conf
+        assert (conf.broker_url, conf.task_default_queue) == (REDIS + "6", "maintenance")
+        assert {"health-check", "recover-stuck-jobs"} <= set(conf.beat_schedule)
+        assert conf.accept_content == ["json"]
     finally:
         env_app.close()
+        other.close()
         app.set_current()  # the environment's app is Celery's current app again

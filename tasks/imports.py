@@ -20,7 +20,7 @@ logger = get_task_logger(__name__)
     name="tasks.imports.run_import", bind=True, max_retries=jobs.MAX_RETRIES, send_events=False
 )
 def run_import(self: Task, job_id: int) -> None:
-    jobs.start(self, job_id, IMPORT, import_chunk)
+    jobs.start(self, job_id, IMPORT, "tasks.imports.import_chunk")
 
 
 @app.task(name="tasks.imports.import_chunk", bind=True, max_retries=jobs.MAX_RETRIES)

@@ -68,13 +68,15 @@ def send_chunk(chunk_task: Task, job_id: int, chunk_no: int) -> None:
         raise BrokerUnavailable(f"cannot send chunk {chunk_no} of job {job_id}: {exc}") from exc
 
 
-def start(task: Task, job_id: int, operation: runner.Operation, chunk_task: Task) -> None:
-    """The job task: claim, plan, enqueue the chunk tasks.
+def start(task: Task, job_id: int, operation: runner.Operation, chunk_name: str) -> None:
+    """The job task: claim, plan, enqueue the chunk tasks (``chunk_name``, on the task's app).
 
     If Redis goes away while the chunks fan out, the job is queued again and the
     task retried; the retry (or recovery, if Redis also lost the retry) sends only
     the chunks not yet committed nor running.
     """
+
+    chunk_task = task.app.tasks[chunk_name]  # the app running this task, not worker.app's
 
     def enqueue(jid: int, chunk_no: int) -> None:
         send_chunk(chunk_task, jid, chunk_no)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import Celery, Task
 from celery.utils.log import get_task_logger
 
 from worker import taskevents
@@ -25,7 +26,7 @@ CHUNK_TASKS: dict[str, tuple[str, str]] = {
 }
 
 
-def send_chunk(kind: str, job_id: int, chunk_no: int) -> None:
+def send_chunk(app: Celery, kind: str, job_id: int, chunk_no: int) -> None:
     """Send a dead chunk's task again (job id and chunk number only, JSON)."""
     name, queue = CHUNK_TASKS[kind]
     kwargs = {"job_id": job_id, "chunk_no": chunk_no}  # searchable in Flower, as tasks.jobs sends
@@ -37,12 +38,12 @@ JOB_TASK_NAMES = frozenset(name for name, _ in JOB_TASKS.values())
 LEDGER_TASKS = JOB_TASK_NAMES | {name for name, _ in CHUNK_TASKS.values()}
 
 
-@app.task(name="tasks.maintenance.recover_stuck_jobs")
-def recover_stuck_jobs() -> dict[str, Any]:
+@app.task(name="tasks.maintenance.recover_stuck_jobs", bind=True)
+def recover_stuck_jobs(self: Task) -> dict[str, Any]:
     """Hand back what dead workers held, then send again what the ledger finds dead or stuck."""
     s = get_settings()
     try:
-        orphans = restore_orphans(app, LEDGER_TASKS)
+        orphans = restore_orphans(self.app, LEDGER_TASKS)
     except Exception as exc:  # the ledger's recovery below must run whatever Redis says
         logger.warning("dead workers' messages not restored: %s", exc)
         orphans = []
@@ -53,16 +54,16 @@ def recover_stuck_jobs() -> dict[str, Any]:
 
     def resend_job(kind: str, job_id: int, task_id: str) -> None:
         if job_id not in jobs:
-            send_job(kind, job_id, task_id)
+            send_job(kind, job_id, task_id, self.app)
 
     def resend_chunk(kind: str, job_id: int, chunk_no: int) -> None:
         if (job_id, chunk_no) not in chunks:
-            send_chunk(kind, job_id, chunk_no)
+            send_chunk(self.app, kind, job_id, chunk_no)
 
     report = recover(s.bulkops_stuck_after_s, s.bulkops_max_attempts, resend_job, resend_chunk)
     # jobs recovery ended (poison plans failed, cancels settled): Flower shows their end
     ended = [*report.failed, *report.cancelled]
-    taskevents.send_job_states(ended, recover_stuck_jobs.request.hostname)
+    taskevents.send_job_states(ended, self.request.hostname, self.app)
     return {
         "resent": report.resent,
         "failed": report.failed,

@@ -20,7 +20,7 @@ logger = get_task_logger(__name__)
     name="tasks.seeding.run_seed", bind=True, max_retries=jobs.MAX_RETRIES, send_events=False
 )
 def run_seed(self: Task, job_id: int) -> None:
-    jobs.start(self, job_id, SEED, seed_chunk)
+    jobs.start(self, job_id, SEED, "tasks.seeding.seed_chunk")
 
 
 @app.task(name="tasks.seeding.seed_chunk", bind=True, max_retries=jobs.MAX_RETRIES)

@@ -20,7 +20,7 @@ logger = get_task_logger(__name__)
     name="tasks.updates.run_update", bind=True, max_retries=jobs.MAX_RETRIES, send_events=False
 )
 def run_update(self: Task, job_id: int) -> None:
-    jobs.start(self, job_id, UPDATE, update_batch)
+    jobs.start(self, job_id, UPDATE, "tasks.updates.update_batch")
 
 
 @app.task(name="tasks.updates.update_batch", bind=True, max_retries=jobs.MAX_RETRIES)

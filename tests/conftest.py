@@ -16,7 +16,7 @@ import os
 import socket
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -25,7 +25,8 @@ import pytest
 from redis_claims import claimed_db, refresh
 from sqlalchemy import create_engine, text
 
-from worker.config import sqlalchemy_url
+from worker.app import using
+from worker.config import load_settings, sqlalchemy_url
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -186,33 +187,41 @@ def bulkops_env(
     template_database: str,
     redis_available: str,
     import_root: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[dict[str, str]]:
-    """A fresh migrated database and the test Redis, set in the environment.
+    """A fresh migrated database and the test Redis, in use for the test (``worker.app.using``).
 
-    Yields the environment to hand to subprocesses. The process's settings and
-    engine are rebuilt for it, and queues are emptied so no message of another
-    test can run against this database.
+    Yields the environment to hand to subprocesses. Queues are emptied so no
+    message of another test can run against this database.
     """
-    from worker import db
-    from worker.config import reset_settings
-
     with fresh_database(admin_engine, service_urls, template_database) as url:
         env = {
+            **os.environ,
             "DATABASE_URL": url,
             "REDIS_URL": redis_available,
             "BULKOPS_IMPORT_ROOT": str(import_root),
             "BULKOPS_CHUNK_SIZE": "1000",
         }
-        for key, value in env.items():
-            monkeypatch.setenv(key, value)
-        reset_settings()
-        db.dispose_engine()
         refresh(redis_available)
         _purge_queues(redis_available)
-        yield {**os.environ, **env}
-        db.dispose_engine()
-        reset_settings()
+        with using(load_settings(env)):
+            yield env
+
+
+@pytest.fixture
+def configure(bulkops_env: dict[str, str]) -> Iterator[Callable[..., None]]:
+    """``configure(BULKOPS_X="1")``: the rest of the test runs on ``bulkops_env`` so changed.
+
+    A value of None unsets the variable; each call adds to the changes before it.
+    Subprocesses still get ``bulkops_env`` as it is.
+    """
+    changes: dict[str, str | None] = {}
+    with contextlib.ExitStack() as stack:
+
+        def change(**more: str | None) -> None:
+            changes.update(more)
+            stack.enter_context(using(load_settings({**bulkops_env, **changes})))
+
+        yield change
 
 
 def _purge_queues(redis_url: str) -> None:

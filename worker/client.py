@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from celery import Celery
 from kombu.exceptions import KombuError
 
 from worker import ledger, seeding, targets, updates, uploads
@@ -34,10 +35,14 @@ JOB_TASKS: dict[str, tuple[str, str]] = {
 }
 
 
-def send_job(kind: str, job_id: int, task_id: str) -> None:
-    """Send the job's message: its id only, JSON. Raises BrokerUnavailable."""
-    from worker.app import app
+def send_job(kind: str, job_id: int, task_id: str, app: Celery | None = None) -> None:
+    """Send the job's message: its id only, JSON. Raises BrokerUnavailable.
 
+    ``app``: the Celery app to send with (default: ``worker.app.producer_app()``).
+    """
+    from worker.app import producer_app
+
+    app = app or producer_app()
     name, queue = JOB_TASKS[kind]
     try:
         # Producers read the ledger, never Celery results: no result-store subscription.

@@ -7,7 +7,9 @@ names the variable; there is never a silent default database or broker.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -141,13 +143,45 @@ def _explain(exc: ValidationError) -> str:
     return f"{name} is invalid: {first['msg']}"
 
 
-@functools.cache
-def get_settings() -> Settings:
-    """The process-wide settings; raises ConfigError naming the bad variable."""
+def load_settings(values: Mapping[str, object] | None = None) -> Settings:
+    """Settings from ``values`` (variable names, any case), the environment for the rest.
+
+    Raises ConfigError naming the bad variable. A value of None unsets a variable.
+    """
+    fields = Settings.model_fields
+    given = {k.lower(): v for k, v in (values or {}).items() if k.lower() in fields}
+    for name, value in given.items():
+        if value is None and not fields[name].is_required():  # unset: its default
+            given[name] = fields[name].get_default(call_default_factory=True)
     try:
-        return Settings()  # type: ignore[call-arg]
+        return Settings(**given)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError(_explain(exc)) from None
+
+
+# Settings installed by worker.app.using (a stack, innermost last): process-wide,
+# not per thread, so an in-process worker's threads see what the test installed.
+_installed: list[Settings] = []
+
+
+@functools.cache
+def _from_environment() -> Settings:
+    return load_settings()
+
+
+def get_settings() -> Settings:
+    """The settings in use: those installed by ``worker.app.using``, else the environment's."""
+    return _installed[-1] if _installed else _from_environment()
+
+
+@contextlib.contextmanager
+def installed(settings: Settings) -> Iterator[Settings]:
+    """``get_settings()`` returns ``settings`` inside the block (see ``worker.app.using``)."""
+    _installed.append(settings)
+    try:
+        yield settings
+    finally:
+        _installed.pop()
 
 
 class _TargetsSetting(BaseSettings):
@@ -157,9 +191,11 @@ class _TargetsSetting(BaseSettings):
 
 def targets_reference() -> str | None:
     """``BULKOPS_TARGETS`` alone: listing targets needs no database or broker URL."""
+    if _installed:
+        return _installed[-1].bulkops_targets or None
     return _TargetsSetting().bulkops_targets or None
 
 
 def reset_settings() -> None:
-    """Forget cached settings (tests and the demo change the environment)."""
-    get_settings.cache_clear()
+    """Forget the environment's cached settings (the environment changed)."""
+    _from_environment.cache_clear()

@@ -48,7 +48,7 @@ _UNDEFINED_OBJECT = "42704"  # e.g. a large object that does not exist
 
 
 def build_engine(settings: Settings | None = None, **overrides: Any) -> Engine:
-    """A pooled engine with the pool settings from the environment."""
+    """A pooled engine with the pool settings of ``settings`` (default: those in use)."""
     s = settings or get_settings()
     options: dict[str, Any] = {
         "pool_size": s.db_pool_size,
@@ -88,6 +88,25 @@ def dispose_engine() -> None:
         if _engine is not None:
             _engine.dispose()
         _engine = None
+
+
+@contextlib.contextmanager
+def installed(engine: Engine) -> Iterator[Engine]:
+    """``get_engine()`` returns ``engine`` inside the block, the previous one after.
+
+    Whatever engine is in use when the block ends (``engine``, or one rebuilt
+    after :func:`dispose_engine`) is disposed. See ``worker.app.using``.
+    """
+    global _engine
+    with _engine_lock:
+        previous, _engine = _engine, engine
+    try:
+        yield engine
+    finally:
+        with _engine_lock:
+            current, _engine = _engine, previous
+        if current is not None:
+            current.dispose()
 
 
 def translate(exc: BaseException) -> BulkopsError:

@@ -12,32 +12,38 @@ import contextlib
 import csv
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 
 from worker import client, db, health, migrate
-from worker.config import reset_settings
+from worker.app import using
+from worker.config import load_settings
 from worker.console import print_summary, wait_with_progress
 from worker.embedded import Services, embedded_services
 from worker.rejects_export import export_rejects
 from worker.supervisor import background, celery_command, worker_command
 
 
-def use_services(
-    services: Services, import_root: Path, extra: dict[str, str] | None = None
-) -> dict[str, str]:
-    """Point this process (and the children it starts) at ``services``."""
-    env = {
-        "DATABASE_URL": services.database_url,
-        "REDIS_URL": services.redis_url,
-        "BULKOPS_IMPORT_ROOT": str(import_root),
-        **(extra or {}),
-    }
-    os.environ.update(env)
-    reset_settings()
-    db.dispose_engine()
-    return dict(os.environ)
+@contextlib.contextmanager
+def on_services(
+    data_dir: Path, import_root: Path, fresh: bool = False, extra: dict[str, str] | None = None
+) -> Iterator[tuple[Services, dict[str, str]]]:
+    """Embedded services, this process on them (``using``), and the environment for children."""
+    with embedded_services(data_dir, fresh=fresh) as services:
+        env = {
+            **os.environ,
+            "DATABASE_URL": services.database_url,
+            "REDIS_URL": services.redis_url,
+            "BULKOPS_IMPORT_ROOT": str(import_root),
+            **(extra or {}),
+        }
+        with using(load_settings(env)):
+            yield services, env
+
+
+HEALTH_EVERY_5_S = {"BULKOPS_HEALTH_INTERVAL": "5"}  # the demo waits for beat's health check
 
 
 def _say(message: str) -> None:
@@ -50,8 +56,7 @@ def run_demo(data_dir: Path, users: int, todos_per_user: int) -> int:
     imports = data_dir / "imports"
     imports.mkdir(parents=True, exist_ok=True)
     _say(f"starting embedded PostgreSQL and Redis (data in {data_dir}) ...")
-    with embedded_services(data_dir, fresh=True) as services:
-        env = use_services(services, imports, {"BULKOPS_HEALTH_INTERVAL": "5"})
+    with on_services(data_dir, imports, fresh=True, extra=HEALTH_EVERY_5_S) as (_, env):
         migrate.upgrade()
         _say("schema migrated; starting a worker (2 processes) and beat ...")
         commands = [
@@ -80,7 +85,6 @@ def run_demo(data_dir: Path, users: int, todos_per_user: int) -> int:
                 typer.echo(f"  {'ok  ' if c.ok else 'FAIL'} {c.name:<9} {c.detail}")
             ok &= report.healthy
             ok &= _beat_recorded_health()
-        db.dispose_engine()
     typer.echo("demo finished: " + ("all steps as expected" if ok else "SOMETHING WENT WRONG"))
     return 0 if ok else 1
 
@@ -144,8 +148,7 @@ def run_dev(data_dir: Path, flower_port: int) -> None:
     data_dir = data_dir.resolve()
     imports = data_dir / "imports"
     imports.mkdir(parents=True, exist_ok=True)
-    with embedded_services(data_dir) as services:
-        env = use_services(services, imports)
+    with on_services(data_dir, imports) as (services, env):
         migrate.upgrade()
         commands = [
             worker_command("dev"),
@@ -162,4 +165,3 @@ def run_dev(data_dir: Path, flower_port: int) -> None:
             with contextlib.suppress(KeyboardInterrupt):
                 while True:
                     time.sleep(1)
-        db.dispose_engine()

@@ -94,7 +94,9 @@ def send_job_state(job_id: int, hostname: str | None = None, app: Any = None) ->
         if not task_id:
             return None
         if app is None:
-            from worker.app import app
+            from worker.app import producer_app
+
+            app = producer_app()
         with app.events.default_dispatcher(hostname=hostname) as dispatcher:
             type_, fields = job_event(ledger.get_summary(job_id))
             dispatcher.send(type_, uuid=task_id, **fields)
@@ -108,8 +110,8 @@ def send_job_state(job_id: int, hostname: str | None = None, app: Any = None) ->
         return None
 
 
-def send_job_states(job_ids: Iterable[int], hostname: str | None = None) -> None:
+def send_job_states(job_ids: Iterable[int], hostname: str | None = None, app: Any = None) -> None:
     """:func:`send_job_state` for each job (recovery changed them)."""
     for job_id in job_ids:
         with contextlib.suppress(Exception):
-            send_job_state(job_id, hostname)
+            send_job_state(job_id, hostname, app)

@@ -36,6 +36,17 @@ CONFIG_VARS = (
     "TEST_DATABASE_URL",
     "TEST_REDIS_URL",
 )
+BROKER_VARS = ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")  # unset: REDIS_URL names Redis
+
+
+@contextlib.contextmanager
+def this_process_on(env: Mapping[str, str]) -> Iterator[None]:
+    """This process's settings, engine and producers on ``env`` (``worker.app.using``)."""
+    from worker.app import using
+    from worker.config import load_settings
+
+    with using(load_settings({**env, **dict.fromkeys(BROKER_VARS)})):
+        yield
 
 
 # --- running programs -----------------------------------------------------------------

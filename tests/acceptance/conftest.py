@@ -25,11 +25,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from acceptance_support import PrivateRedis, without
-from celery_producers import point_producers_at
+from acceptance_support import BROKER_VARS, PrivateRedis, this_process_on, without
 from redis_claims import claimed_db, refresh
 
-from worker.config import reset_settings
 from worker.embedded import free_port
 from worker.queues import QUEUES
 from worker.supervisor import background, worker_command
@@ -71,53 +69,17 @@ def _purge(redis_url: str) -> None:
         client.delete(*QUEUES, "unacked", "unacked_index")
 
 
-@contextlib.contextmanager
-def in_process_producers_on(broker_url: str) -> Iterator[None]:
-    """Send this process's jobs (``worker.client``) to ``broker_url``, then switch back.
-
-    ``celeryconfig`` reads REDIS_URL once per process, and the integration layer
-    pins the app to its own Redis database; tests here that submit in-process
-    must reach the subprocess workers on this layer's database instead.
-    """
-    from worker.app import app
-
-    before = app.conf.broker_url  # loads celeryconfig from the current env if not yet loaded
-    if before == broker_url:
-        yield
-        return
-    point_producers_at(broker_url)
-    try:
-        yield
-    finally:
-        point_producers_at(before)
-
-
 @pytest.fixture
-def bulkops_env(
-    bulkops_env: dict[str, str],
-    acceptance_redis: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[dict[str, str]]:
+def bulkops_env(bulkops_env: dict[str, str], acceptance_redis: str) -> Iterator[dict[str, str]]:
     """The shared ``bulkops_env`` (fresh migrated database), on this layer's Redis database."""
-
-    from worker import db
-    from worker.config import reset_settings
-
     url = acceptance_redis
     refresh(url)
-    monkeypatch.setenv("REDIS_URL", url)
-    for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
-        monkeypatch.delenv(name, raising=False)
-    reset_settings()
-    db.dispose_engine()
     _purge(url)
-    env = without(bulkops_env, "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+    env = without(bulkops_env, *BROKER_VARS)
     env["REDIS_URL"] = url
-    with in_process_producers_on(url):
+    with this_process_on(env):
         yield env
     _purge(url)  # no message of this test may reach the next test's worker
-    reset_settings()
-    db.dispose_engine()
 
 
 # --- the worker -------------------------------------------------------------------------
@@ -217,14 +179,8 @@ def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
 
 @pytest.fixture
 def env_on_private_redis(
-    bulkops_env: dict[str, str], private_redis: PrivateRedis, monkeypatch: pytest.MonkeyPatch
+    bulkops_env: dict[str, str], private_redis: PrivateRedis
 ) -> Iterator[dict[str, str]]:
-    monkeypatch.setenv("REDIS_URL", private_redis.url)
-    monkeypatch.setenv("BULKOPS_STUCK_AFTER_S", STUCK_AFTER_S)
-    reset_settings()
-    with in_process_producers_on(private_redis.url):
-        yield {
-            **bulkops_env,
-            "REDIS_URL": private_redis.url,
-            "BULKOPS_STUCK_AFTER_S": STUCK_AFTER_S,
-        }
+    env = {**bulkops_env, "REDIS_URL": private_redis.url, "BULKOPS_STUCK_AFTER_S": STUCK_AFTER_S}
+    with this_process_on(env):
+        yield env

@@ -21,7 +21,7 @@ import json
 import os
 import signal
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,16 +38,15 @@ from acceptance_support import (
     lock_waiters,
     query,
     query_rows,
+    this_process_on,
     wait_for,
     without,
     worker_proc,
 )
-from conftest import in_process_producers_on
 from redis_claims import refresh
 from sqlalchemy import text
 
 from worker import client, db, migrate
-from worker.config import reset_settings
 from worker.models import FINISHED_STATES
 from worker.queues import QUEUES
 from worker.supervisor import background, celery_command, worker_command
@@ -226,24 +225,6 @@ def undisturbed(
     for kind in ("status", "title", "unknown owner", "created_at", "fields", "duplicate of line"):
         assert kind in reasons, f"the file has no reject of kind {kind!r}"
     return result
-
-
-@contextlib.contextmanager
-def this_process_on(env: Mapping[str, str]) -> Iterator[None]:
-    """Submit from this process to ``env``'s database and Redis (as ``bulkops_env`` does)."""
-    with pytest.MonkeyPatch.context() as mp:
-        for name in ("DATABASE_URL", "REDIS_URL", "BULKOPS_IMPORT_ROOT", "BULKOPS_CHUNK_SIZE"):
-            mp.setenv(name, env[name])
-        for name in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
-            mp.delenv(name, raising=False)
-        reset_settings()
-        db.dispose_engine()
-        try:
-            with in_process_producers_on(env["REDIS_URL"]):
-                yield
-        finally:
-            db.dispose_engine()
-    reset_settings()
 
 
 # --- the worker ---------------------------------------------------------------------------
@@ -468,12 +449,10 @@ def test_postgres_restarted_between_two_jobs(
     import_root: Path,
     tmp_path: Path,
     undisturbed: Outcome,
-    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., None],
 ) -> None:
     server, url = private_postgres
-    monkeypatch.setenv("DATABASE_URL", url)
-    reset_settings()
-    db.dispose_engine()
+    configure(DATABASE_URL=url)
     migrate.upgrade(url)
     env = {**bulkops_env, "DATABASE_URL": url, "BULKOPS_CHUNK_SIZE": str(CHUNK_SIZE)}
     logs = tmp_path / "logs"
@@ -502,7 +481,6 @@ def test_postgres_restarted_between_two_jobs(
     assert_same(outcome(env, job_id), undisturbed)
     problems = [line for line in log.splitlines() if "ERROR/" in line or "retrying" in line]
     assert problems == []
-    db.dispose_engine()
 
 
 def test_redis_restarted_while_the_job_fans_out(

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import text
 
 from worker import client, db, migrate
-from worker.config import reset_settings
 from worker.supervisor import background, worker_command
 
 
@@ -24,12 +23,10 @@ def test_postgres_restart_mid_import_is_retried_and_exact(
     private_postgres: tuple[Any, str],
     import_root: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., None],
 ) -> None:
     server, url = private_postgres
-    monkeypatch.setenv("DATABASE_URL", url)
-    reset_settings()
-    db.dispose_engine()
+    configure(DATABASE_URL=url)
     migrate.upgrade(url)
     env = {**bulkops_env, "DATABASE_URL": url}
     with db.session_scope() as s:
@@ -59,4 +56,3 @@ def test_postgres_restart_mid_import_is_retried_and_exact(
         assert s.execute(text("SELECT count(*) FROM todos")).scalar_one() == 60_000
     logs = "".join(p.read_text(errors="replace") for p in (tmp_path / "logs").glob("*.log"))
     assert "retrying" in logs or "Retry in" in logs, "the restart should have hit a chunk"
-    db.dispose_engine()

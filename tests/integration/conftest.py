@@ -2,27 +2,30 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from celery.contrib.testing.worker import start_worker
-from celery_producers import point_producers_at
 
 
 @pytest.fixture(scope="session")
 def celery_worker_thread(redis_available: str, service_urls: Any) -> Iterator[Any]:
-    from worker.app import app
-    from worker.config import reset_settings
+    """The worker, on an app of its own (``create_app``); each test's ``bulkops_env``
+    gives its threads the test's database (``worker.app.using`` is process-wide)."""
+    from worker.app import create_app
+    from worker.config import load_settings
     from worker.queues import QUEUES
 
-    # celeryconfig reads the settings once; give it the test services.
-    os.environ.setdefault("DATABASE_URL", service_urls.admin_database_url)
-    os.environ["REDIS_URL"] = redis_available
-    reset_settings()
-    point_producers_at(redis_available)
-    app.loader.import_default_modules()
+    settings = load_settings(
+        {
+            "DATABASE_URL": service_urls.admin_database_url,
+            "REDIS_URL": redis_available,
+            "CELERY_BROKER_URL": None,
+            "CELERY_RESULT_BACKEND": None,
+        }
+    )
+    app = create_app(settings)
     with start_worker(
         app,
         pool="threads",
@@ -33,10 +36,10 @@ def celery_worker_thread(redis_available: str, service_urls: Any) -> Iterator[An
         shutdown_timeout=60,
     ) as worker:
         yield worker
+    app.close()
 
 
 @pytest.fixture
-def worker(bulkops_env: dict[str, str], celery_worker_thread: Any, redis_available: str) -> Any:
+def worker(bulkops_env: dict[str, str], celery_worker_thread: Any) -> Any:
     """A running worker, and a fresh migrated database for this test."""
-    point_producers_at(redis_available)  # another layer may have re-pointed them
     return celery_worker_thread

@@ -4,29 +4,28 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from import_support import Counts, counts, seed_users
 from sqlalchemy import text
 
 from worker import client, db
-from worker.app import app
-from worker.config import reset_settings
+from worker.app import producer_app
 from worker.queues import MAINTENANCE
 
 CSV = "title,status,owner_email\nBuy milk,active,ann@example.com\n"
 
 
 def _scan() -> list[int]:
-    result = app.send_task("tasks.jobs.watch_drop_folder", queue=MAINTENANCE)
+    result = producer_app().send_task("tasks.jobs.watch_drop_folder", queue=MAINTENANCE)
     jobs: list[int] = result.get(timeout=60)["jobs"]
     return jobs
 
 
 def test_a_settled_file_is_imported_once_and_one_being_written_waits(
-    worker: Any, import_root: Path, monkeypatch: pytest.MonkeyPatch
+    worker: Any, import_root: Path, configure: Callable[..., None]
 ) -> None:
     # Given a drop folder with a file written a minute ago, one still being written,
     # and a hidden partial upload
@@ -39,9 +38,7 @@ def test_a_settled_file_is_imported_once_and_one_being_written_waits(
     (drop / "writing.csv").write_text(CSV)
     (drop / ".part.csv").write_text(CSV)
     os.utime(drop / ".part.csv", (past, past))
-    monkeypatch.setenv("BULKOPS_DROP_FOLDER", "drop")
-    monkeypatch.setenv("BULKOPS_DROP_SETTLE_S", "30")
-    reset_settings()
+    configure(BULKOPS_DROP_FOLDER="drop", BULKOPS_DROP_SETTLE_S="30")
     # When beat's scan runs twice
     first, second = _scan(), _scan()
     # Then only the settled file has a job, the same one both times, and it imported its row

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from jobs_support import backdate
 from sqlalchemy import text
 
 from worker import health, ledger
-from worker.config import get_settings, reset_settings
+from worker.config import get_settings
 from worker.db import session_scope
 
 pytestmark = pytest.mark.usefixtures("bulkops_env")
@@ -99,13 +100,11 @@ def test_record_prunes_rows_older_than_the_retention() -> None:
 
 
 def test_unreachable_redis_makes_the_report_unhealthy_and_says_why(
-    monkeypatch: pytest.MonkeyPatch,
+    configure: Callable[..., None],
 ) -> None:
     # Given REDIS_URL points at a port where nothing listens
     port = closed_port()
-    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
-    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{port}/0")
-    reset_settings()
+    configure(CELERY_BROKER_URL=None, REDIS_URL=f"redis://127.0.0.1:{port}/0")
     # When the checks run, they report rather than raise
     report = health.run_checks()
     checks = by_name(report)
@@ -119,17 +118,10 @@ def test_unreachable_redis_makes_the_report_unhealthy_and_says_why(
     assert checks["database"].ok and checks["pool"].ok and checks["jobs"].ok
 
 
-def test_unreachable_database_is_a_failed_check(monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.db import build_engine
-
+def test_unreachable_database_is_a_failed_check(configure: Callable[..., None]) -> None:
     port = closed_port()
-    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@127.0.0.1:{port}/nothing")
-    reset_settings()
-    engine = build_engine(get_settings())
-    try:
-        report = health.run_checks(engine=engine)
-    finally:
-        engine.dispose()
+    configure(DATABASE_URL=f"postgresql://postgres@127.0.0.1:{port}/nothing")
+    report = health.run_checks()
     checks = by_name(report)
     assert report.healthy is False
     assert checks["database"].ok is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,6 @@ from import_support import TableRows, make_todos, table_rows
 from sqlalchemy import text
 
 from worker import client, db, ledger, runner
-from worker.config import reset_settings
 from worker.seeding import SEED
 
 
@@ -20,8 +20,7 @@ def test_redis_lost_while_chunks_fan_out_is_retried_and_nothing_doubles(
 ) -> None:
     from kombu.exceptions import OperationalError
 
-    from tasks.seeding import seed_chunk
-
+    seed_chunk = worker.app.tasks["tasks.seeding.seed_chunk"]  # the worker's own app's task
     # Given Redis refuses the first two sends of a todos chunk (the users' chunk
     # sends them when it commits; a task's own retry is sent as it is)
     real = seed_chunk.apply_async
@@ -46,11 +45,10 @@ def test_redis_lost_while_chunks_fan_out_is_retried_and_nothing_doubles(
 
 
 def test_update_batch_size_one_updates_every_row(
-    worker: Any, monkeypatch: pytest.MonkeyPatch
+    worker: Any, configure: Callable[..., None]
 ) -> None:
     # Given BULKOPS_UPDATE_BATCH_SIZE=1
-    monkeypatch.setenv("BULKOPS_UPDATE_BATCH_SIZE", "1")
-    reset_settings()
+    configure(BULKOPS_UPDATE_BATCH_SIZE="1")
     ids = make_todos(["active", "active", "completed"])
     # When every active todo is completed
     s = client.wait(client.submit_update_status("completed", ["active"]), timeout=60)
@@ -63,10 +61,9 @@ def test_update_batch_size_one_updates_every_row(
 
 
 def test_ids_file_ids_stay_out_of_the_job_params_and_summary(
-    worker: Any, import_root: Path, monkeypatch: pytest.MonkeyPatch
+    worker: Any, import_root: Path, configure: Callable[..., None]
 ) -> None:
-    monkeypatch.setenv("BULKOPS_UPDATE_BATCH_SIZE", "2")
-    reset_settings()
+    configure(BULKOPS_UPDATE_BATCH_SIZE="2")
     ids = make_todos(["active"] * 5)
     # Given an ids file with every id, a repeated one, a bad line and an unknown id
     lines = [*map(str, reversed(ids)), str(ids[0]), "x1", "987654321"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest, start_http_server
@@ -18,17 +19,14 @@ def _scrape(registry: CollectorRegistry) -> str:
 
 
 def test_metrics_report_queue_depths_and_jobs_by_state(
-    bulkops_env: dict[str, str], idle_redis_url: str, monkeypatch: pytest.MonkeyPatch
+    configure: Callable[..., None], idle_redis_url: str
 ) -> None:
     import redis
-
-    from worker.config import reset_settings
 
     # Given two messages waiting in the imports queue and jobs in two states
     # (on a Redis database no worker consumes: the worker thread would take them)
     url = idle_redis_url
-    monkeypatch.setenv("REDIS_URL", url)
-    reset_settings()
+    configure(REDIS_URL=url)
     client = redis.Redis.from_url(url)
     client.rpush("imports", "a", "b")
     with db.session_scope() as s:
@@ -63,12 +61,9 @@ def test_metrics_report_queue_depths_and_jobs_by_state(
 
 
 def test_metrics_say_unhealthy_when_redis_is_down(
-    bulkops_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    configure: Callable[..., None],
 ) -> None:
-    from worker.config import reset_settings
-
-    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
-    reset_settings()
+    configure(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(metrics.HealthCollector())
     body = _scrape(registry)

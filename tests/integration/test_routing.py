@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import redis
-from celery import Celery
 
+from worker.app import create_app
 from worker.client import JOB_TASKS
+from worker.config import load_settings
 from worker.queues import IMPORTS, MAINTENANCE, QUEUES, UPDATES
 
 
@@ -16,11 +17,8 @@ def test_each_message_lands_in_its_own_queue_only(
     url = idle_redis_url
     client = redis.Redis.from_url(url)
     client.delete(*QUEUES)
-    import celeryconfig  # reads the settings: only once bulkops_env has set them
-
-    producer = Celery("routing-test", set_as_current=False)
-    producer.config_from_object(celeryconfig)
-    producer.conf.update(broker_url=url, result_backend=url)
+    broker = {"REDIS_URL": url, "CELERY_BROKER_URL": None, "CELERY_RESULT_BACKEND": None}
+    producer = create_app(load_settings({**bulkops_env, **broker}))
     # A worker declares its queues (and their bindings) when it starts.
     with producer.connection_for_write() as conn:
         for queue in producer.amqp.queues.values():

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from import_support import seed_users
 from sqlalchemy import text
 
 from worker import client, db
-from worker.app import app
-from worker.config import reset_settings
+from worker.app import producer_app
 from worker.queues import MAINTENANCE
 
 EVERY = 60
@@ -21,7 +20,7 @@ EVERY = 60
 
 def _beat(at: float) -> dict[str, Any]:
     """What beat sends for the schedule, with the moment it runs pinned."""
-    result = app.send_task(
+    result = producer_app().send_task(
         "tasks.jobs.run_schedule", kwargs={"name": "archive-old", "at": at}, queue=MAINTENANCE
     )
     reply: dict[str, Any] = result.get(timeout=60)
@@ -29,7 +28,7 @@ def _beat(at: float) -> dict[str, Any]:
 
 
 def test_two_slots_give_two_jobs_and_a_second_beat_none_extra(
-    worker: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    worker: Any, tmp_path: Path, configure: Callable[..., None]
 ) -> None:
     # Given a schedule archiving completed todos created more than 30 days ago
     path = tmp_path / "schedule.json"
@@ -37,8 +36,7 @@ def test_two_slots_give_two_jobs_and_a_second_beat_none_extra(
     path.write_text(
         json.dumps({"archive-old": {"every": EVERY, "kind": "update_status", "params": params}})
     )
-    monkeypatch.setenv("BULKOPS_SCHEDULE", str(path))
-    reset_settings()
+    configure(BULKOPS_SCHEDULE=str(path))
     seed_users("ann@example.com")
     with db.session_scope() as s:
         s.execute(

@@ -14,7 +14,7 @@ from import_support import Counts, counts, seed_users, todos, write
 from sqlalchemy import text
 
 from worker import client, db
-from worker.app import app
+from worker.app import producer_app
 from worker.queues import MAINTENANCE
 
 CSV = (
@@ -27,7 +27,7 @@ CSV = (
 
 def _send(kind: Any, params: Any, key: str | None = None) -> dict[str, Any]:
     """What another application does: the task by name, JSON kwargs, the maintenance queue."""
-    result = app.send_task(
+    result = producer_app().send_task(
         "tasks.jobs.submit", kwargs={"kind": kind, "params": params, "key": key}, queue=MAINTENANCE
     )
     reply: dict[str, Any] = result.get(timeout=60)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,10 +34,12 @@ TESTS = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def shop(bulkops_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+def shop(
+    bulkops_env: dict[str, str], configure: Callable[..., None]
+) -> Iterator[dict[str, str]]:
     """bulkops's fresh database with the shop's own migrations applied, and BULKOPS_TARGETS."""
     shop_migrate.upgrade(bulkops_env["DATABASE_URL"])
-    monkeypatch.setenv("BULKOPS_TARGETS", SHOP)
+    configure(BULKOPS_TARGETS=SHOP)
     yield {**bulkops_env, "BULKOPS_TARGETS": SHOP}
 
 

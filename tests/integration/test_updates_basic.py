@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,10 @@ def _statuses() -> dict[int, str]:
         return {int(i): str(st) for i, st in s.execute(text("SELECT id, status FROM todos"))}
 
 
-def test_update_from_active_to_completed_in_batches(worker: Any, monkeypatch: Any) -> None:
-    monkeypatch.setenv("BULKOPS_UPDATE_BATCH_SIZE", "7")
-    from worker.config import reset_settings
-
-    reset_settings()
+def test_update_from_active_to_completed_in_batches(
+    worker: Any, configure: Callable[..., None]
+) -> None:
+    configure(BULKOPS_UPDATE_BATCH_SIZE="7")
     ids = make_todos(["active"] * 30 + ["archived"] * 5 + ["completed"] * 3)
     s = client.wait(client.submit_update_status("completed", ["active"]), timeout=60)
     assert s.state == "succeeded", s.error

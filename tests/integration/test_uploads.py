@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import random
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,6 @@ from sqlalchemy import text
 from upload_streams import MIB, Failing, Filler
 
 from worker import client, db, parsing, uploads
-from worker.config import reset_settings
 from worker.errors import ImportPathError, UsageError
 
 
@@ -105,17 +105,15 @@ def test_a_stream_that_breaks_part_way_leaves_nothing_stored(
 
 
 def test_discard_removes_the_data_once_and_the_setting_keeps_it(
-    bulkops_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    configure: Callable[..., None],
 ) -> None:
     # Given two uploads
     kept = uploads.store(io.BytesIO(b"a\n"), "kept.csv")
     gone = uploads.store(io.BytesIO(b"b\n"), "gone.csv")
     # When jobs end with BULKOPS_KEEP_UPLOADS set, then unset
-    monkeypatch.setenv("BULKOPS_KEEP_UPLOADS", "true")
-    reset_settings()
+    configure(BULKOPS_KEEP_UPLOADS="true")
     assert uploads.discard_for_job({"path": "upload:kept.csv", "upload": kept.to_params()}) is False
-    monkeypatch.delenv("BULKOPS_KEEP_UPLOADS")
-    reset_settings()
+    configure(BULKOPS_KEEP_UPLOADS=None)
     assert uploads.discard_for_job({"path": "upload:gone.csv", "upload": gone.to_params()}) is True
     # Then only the kept one is there; discarding again is harmless, reading a gone one says so
     assert (uploads.exists(kept), uploads.exists(gone)) == (True, False)
@@ -143,11 +141,10 @@ def test_open_source_gives_a_path_under_the_root_or_the_upload(
 
 
 def test_submit_import_of_a_stream_uploads_it_and_one_key_keeps_one_upload(
-    worker: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    worker: Any, configure: Callable[..., None], tmp_path: Path
 ) -> None:
     # Given uploads are kept after their job (so the count below is the store's alone)
-    monkeypatch.setenv("BULKOPS_KEEP_UPLOADS", "true")
-    reset_settings()
+    configure(BULKOPS_KEEP_UPLOADS="true")
     before = _large_objects()
     local = tmp_path / "elsewhere.csv"  # not under the import root
     local.write_bytes(b"title,status,owner_email\n")

@@ -8,14 +8,14 @@ from jobs_support import backdate
 from sqlalchemy import text
 
 from worker import client, ledger
-from worker.app import app
+from worker.app import producer_app
 from worker.db import session_scope
 from worker.queues import MAINTENANCE
 
 
 def test_health_task_reports_healthy_and_records_a_row(worker: Any) -> None:
     # When beat's health task runs on the maintenance queue
-    result = app.send_task("tasks.health.run_health_check", queue=MAINTENANCE)
+    result = producer_app().send_task("tasks.health.run_health_check", queue=MAINTENANCE)
     report = result.get(timeout=60)
     # Then the JSON report says healthy, check by check
     assert report["healthy"] is True, report
@@ -34,7 +34,7 @@ def test_recovery_task_resends_a_job_whose_message_was_lost(worker: Any) -> None
     job_id = ledger.submit("seed", {"users": 4, "todos_per_user": 3, "random_seed": 5}, _lost)
     backdate(job_id, 3600, "created_at", "updated_at")
     # When beat's recovery task runs
-    outcome = app.send_task("tasks.maintenance.recover_stuck_jobs", queue=MAINTENANCE)
+    outcome = producer_app().send_task("tasks.maintenance.recover_stuck_jobs", queue=MAINTENANCE)
     assert outcome.get(timeout=60) == {
         "resent": [job_id],
         "failed": [],

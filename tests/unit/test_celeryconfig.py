@@ -1,46 +1,46 @@
 """Unit tests for celeryconfig: the Celery settings DESIGN.md calls not optional.
 
-The module is reloaded with a known environment and read through a fresh
-Celery app, so the assertions are about what Celery itself will use (a
-misspelt setting name would fall back to Celery's default and fail here).
+Read through an app built by ``worker.app.create_app`` from known settings, so
+the assertions are about what Celery itself will use (a misspelt setting name
+would fall back to Celery's default and fail here).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
 
 import pytest
 from celery import Celery
 
-from worker.config import reset_settings
+import celeryconfig
+from worker.app import create_app
+from worker.config import Settings, load_settings
 
 REDIS = "redis://127.0.0.1:6379/15"
 
 
 @pytest.fixture
-def config(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+def settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
     for name in list(os.environ):
         if name.upper().startswith(("CELERY_", "BULKOPS_")):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    monkeypatch.setenv("REDIS_URL", REDIS)
-    reset_settings()
-    import celeryconfig
-
-    yield importlib.reload(celeryconfig)
-    reset_settings()
+    return load_settings(
+        {"DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/postgres", "REDIS_URL": REDIS}
+    )
 
 
 @pytest.fixture
-def conf(config: ModuleType) -> Iterator[Any]:
-    app = Celery("bulkops-config-test", set_as_current=False)
-    app.config_from_object(config)
-    yield app.conf
+def app(settings: Settings) -> Iterator[Celery]:
+    app = create_app(settings)
+    yield app
     app.close()
+
+
+@pytest.fixture
+def conf(app: Celery) -> Any:
+    return app.conf
 
 
 def test_urls_come_from_settings(conf: Any) -> None:
@@ -74,26 +74,18 @@ def test_time_limits_are_below_the_visibility_timeout_for_broker_and_backend(
     assert hard < backend_vt
 
 
-def test_time_limits_follow_the_environment(
-    monkeypatch: pytest.MonkeyPatch, config: ModuleType
-) -> None:
-    # Given other limits in the environment
-    monkeypatch.setenv("BULKOPS_TASK_SOFT_TIME_LIMIT", "100")
-    monkeypatch.setenv("BULKOPS_TASK_TIME_LIMIT", "200")
-    monkeypatch.setenv("BULKOPS_VISIBILITY_TIMEOUT", "300")
-    reset_settings()
-    # When celeryconfig is read again
-    reloaded = importlib.reload(config)
+def test_time_limits_follow_the_settings(settings: Settings) -> None:
+    # Given other limits
+    limits = {"BULKOPS_TASK_SOFT_TIME_LIMIT": 100, "BULKOPS_TASK_TIME_LIMIT": 200}
+    other = load_settings({**settings.model_dump(), **limits, "BULKOPS_VISIBILITY_TIMEOUT": 300})
+    # When the configuration is built from them
+    conf = celeryconfig.config(other)
     # Then it carries them, for the broker and the result backend alike
-    assert (reloaded.task_soft_time_limit, reloaded.task_time_limit) == (100, 200)
-    assert reloaded.broker_transport_options["visibility_timeout"] == 300
-    assert reloaded.result_backend_transport_options["visibility_timeout"] == 300
-    # and the next test sees the defaults again
-    monkeypatch.delenv("BULKOPS_TASK_SOFT_TIME_LIMIT")
-    monkeypatch.delenv("BULKOPS_TASK_TIME_LIMIT")
-    monkeypatch.delenv("BULKOPS_VISIBILITY_TIMEOUT")
-    reset_settings()
-    assert importlib.reload(config).task_time_limit == 900
+    assert (conf["task_soft_time_limit"], conf["task_time_limit"]) == (100, 200)
+    assert conf["broker_transport_options"]["visibility_timeout"] == 300
+    assert conf["result_backend_transport_options"]["visibility_timeout"] == 300
+    # and the settings it started from keep the defaults
+    assert celeryconfig.config(settings)["task_time_limit"] == 900
 
 
 def test_events_on_for_flower(conf: Any) -> None:
@@ -121,17 +113,10 @@ def test_three_queues(conf: Any) -> None:
         ("tasks.maintenance.recover_stuck_jobs", "maintenance"),
     ],
 )
-def test_routes_send_each_kind_of_task_to_its_queue(
-    config: ModuleType, task: str, queue: str
-) -> None:
+def test_routes_send_each_kind_of_task_to_its_queue(app: Celery, task: str, queue: str) -> None:
     # Resolved by Celery's own router, as a producer would send it.
-    app = Celery("bulkops-route-test", set_as_current=False)
-    app.config_from_object(config)
-    try:
-        route = app.amqp.router.route({}, task)
-        assert route["queue"].name == queue
-    finally:
-        app.close()
+    route = app.amqp.router.route({}, task)
+    assert route["queue"].name == queue
 
 
 def test_beat_runs_health_and_recovery_on_the_maintenance_queue(conf: Any) -> None:
@@ -159,11 +144,10 @@ def test_a_dead_workers_chunk_is_sent_again_within_30_s_by_default(conf: Any) ->
     assert recovery["options"]["expires"] <= interval
 
 
-def test_registered_tasks_are_namespaced_by_module(config: ModuleType) -> None:
-    # Given the real application with its task modules imported
-    from worker.app import TASK_MODULES, app
+def test_registered_tasks_are_namespaced_by_module(app: Celery) -> None:
+    # Given an application built from settings (its task modules are imported)
+    from worker.app import TASK_MODULES
 
-    app.loader.import_default_modules()
     ours = {name: task for name, task in app.tasks.items() if name.startswith("tasks.")}
     # Then every module contributes tasks, each named after its module and function
     assert {name.rsplit(".", 1)[0] for name in ours} == set(TASK_MODULES)

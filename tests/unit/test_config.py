@@ -204,3 +204,27 @@ def test_settings_are_cached_until_reset(monkeypatch: pytest.MonkeyPatch) -> Non
     assert get_settings() is first
     reset_settings()
     assert get_settings().db_pool_size == 9
+
+
+def test_load_settings_takes_given_values_over_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.config import load_settings
+
+    # Given an environment with its own URLs and settings
+    set_urls(monkeypatch)
+    monkeypatch.setenv("BULKOPS_KEEP_UPLOADS", "true")
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://elsewhere:6379/1")
+    # When settings are loaded from values (environment names, any case)
+    given = {"redis_url": "redis://mine:6379/2", "BULKOPS_KEEP_UPLOADS": None}
+    s = load_settings({**given, "CELERY_BROKER_URL": None})
+    # Then the values win, None is the default, and the rest comes from the environment
+    assert (s.redis_url, s.broker_url, s.bulkops_keep_uploads) == (
+        "redis://mine:6379/2",
+        "redis://mine:6379/2",
+        False,
+    )
+    assert s.database_url == DB
+    # and a bad value is named like a bad variable
+    with pytest.raises(ConfigError, match="BULKOPS_CHUNK_SIZE is invalid"):
+        load_settings({"BULKOPS_CHUNK_SIZE": "0"})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -166,13 +167,10 @@ def test_reset_removes_the_jobs_uploaded_files(bulkops_env: dict[str, str]) -> N
 
 
 def test_reset_removes_the_jobs_objects_in_an_object_store(
-    bulkops_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    bulkops_env: dict[str, str], tmp_path: Path, configure: Callable[..., None]
 ) -> None:
-    from worker.config import reset_settings
-
     store = tmp_path / "object-store"
-    monkeypatch.setenv("BULKOPS_UPLOAD_STORE", f"file://{store}")
-    reset_settings()
+    configure(BULKOPS_UPLOAD_STORE=f"file://{store}")
     client.submit_import(io.BytesIO(b"email,name\nx@example.com,X\n"), table="users", name="u.csv")
     assert len(list(store.iterdir())) == 1
     result = reset(dev(bulkops_env), "--yes")

@@ -214,13 +214,15 @@ def _fast_records(path: Any, fmt: str, header: list[str], key: FileKey) -> _Keye
 
             reader = csv.reader(io.StringIO(text_block, newline=""), strict=True)
             prev = 0
+            start = pos  # of the record at line ``prev`` of the block
             try:
                 for fields in reader:
                     here = reader.line_num
+                    end = pos + lens[here - 1] + here
                     if fields:
                         found = make_key(pick(fields)) if len(fields) == width else None
-                        yield line + prev, pos + offset(prev), pos + offset(here), found
-                    prev = here
+                        yield line + prev, start, end, found
+                    prev, start = here, end
             except csv.Error as exc:
                 if not block or "unexpected end of data" not in str(exc):
                     raise _Unusual(str(exc)) from None

@@ -20,7 +20,7 @@ from sqlmodel import Session, select
 
 from worker import chunks
 from worker.chunks import STATES, poison_plan
-from worker.db import get_engine, session_scope, translated
+from worker.db import copy_rows, get_engine, session_scope, translated
 from worker.errors import BulkopsError, JobNotFound, UsageError
 from worker.models import FINISHED_STATES, Job, JobReject, JobState
 from worker.summary import ChunkCounts, JobSummary, RejectedRow, pg_text, storable, summarize
@@ -428,24 +428,12 @@ def request_cancel(session: Session, job_id: int) -> str:
 def add_rejects(
     session: Session, job_id: int, chunk_no: int, rejects: Sequence[RejectedRow]
 ) -> None:
-    if not rejects:
-        return
-    session.execute(
-        text(
-            'INSERT INTO job_rejects (job_id, chunk_no, line, "column", reason, raw) '
-            "VALUES (:job_id, :chunk_no, :line, :column, :reason, :raw)"
-        ),
-        [
-            {
-                "job_id": job_id,
-                "chunk_no": chunk_no,
-                "line": r.line,
-                "column": r.column,
-                "reason": r.reason,
-                "raw": r.raw,
-            }
-            for r in map(storable, rejects)
-        ],
+    """The rejects, in the caller's transaction: one COPY (a chunk may have thousands)."""
+    copy_rows(
+        session,
+        "job_rejects",
+        ("job_id", "chunk_no", "line", '"column"', "reason", "raw"),
+        [(job_id, chunk_no, r.line, r.column, r.reason, r.raw) for r in map(storable, rejects)],
     )
 
 

@@ -50,6 +50,7 @@ _SPACE = re.compile(r"\s")
 _TRUE = frozenset({"true", "t", "yes", "y", "on", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "off", "0"})
 _MISSING = object()
+_INVALID = object()  # a raw key value that no valid row has
 
 
 @dataclass(frozen=True)
@@ -436,13 +437,23 @@ def raw_key_maker(spec: TargetSpec) -> Callable[[Sequence[str]], tuple[Any, ...]
         only = cols[i]
         assert only is not None
 
+        seen: dict[str, Any] = {}  # raw -> normalised (emails repeat: one owner, many rows)
+
         def make_one(parts: Sequence[str]) -> tuple[Any, ...] | None:
-            try:
-                key = list(parts)  # measured faster than slicing around i
-                key[i] = only(parts[i])
-                return tuple(key)
-            except Invalid:
+            raw = parts[i]
+            value = seen.get(raw, _MISSING)
+            if value is _MISSING:
+                try:
+                    value = only(raw)
+                except Invalid:
+                    value = _INVALID
+                if len(seen) < _CACHE_SIZE:
+                    seen[raw] = value
+            if value is _INVALID:
                 return None
+            key = list(parts)  # measured faster than slicing around i
+            key[i] = value
+            return tuple(key)
 
         return make_one
 

@@ -298,15 +298,8 @@ async def submit_update_status(
 ) -> int:
     """Queue a bulk status update; returns the job id. As worker.client.submit_update_status."""
     params = await asyncio.to_thread(
-        client.update_params,
-        to_status,
-        from_statuses,
-        owner_email,
-        ids_file,
-        created_before,
-        dry_run,
-        table,
-        where,
+        updates.update_params,
+        to_status, from_statuses, owner_email, ids_file, created_before, dry_run, table, where,
         updated_before,
     )
     await _run(updates.check_filters, params)

@@ -188,12 +188,17 @@ def update_status(
     from_: Annotated[
         list[str] | None, typer.Option("--from", help="Only rows in this status (repeatable).")
     ] = None,
-    table: Annotated[str | None, typer.Option(help="A target with a status (todos).")] = None,
+    table: Annotated[
+        str | None, typer.Option(help="A target with a status (default todos).")
+    ] = None,
     where: Annotated[
         list[str] | None,
         typer.Option("--where", help="Only rows with COLUMN=VALUE (a file column; repeatable)."),
     ] = None,
-    owner: Annotated[str | None, typer.Option("--owner", help="Only this owner's todos.")] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option("--owner", help="Short for --where owner_email=EMAIL.", metavar="EMAIL"),
+    ] = None,
     ids_file: Annotated[
         str | None, typer.Option("--ids-file", help="Only these ids (one per line).")
     ] = None,

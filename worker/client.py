@@ -7,10 +7,8 @@ carries only the job id) is sent; see :func:`worker.ledger.submit`.
 from __future__ import annotations
 
 import inspect
-import re
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,7 +23,6 @@ from worker.ledger import JobSummary, RejectedRow
 from worker.models import JobKind
 from worker.queues import IMPORTS, UPDATES
 from worker.source import confine
-from worker.updates import UpdateParams
 
 # Job kind -> (the job task that plans it, its queue).
 JOB_TASKS: dict[str, tuple[str, str]] = {
@@ -189,66 +186,20 @@ def submit_update_status(
     """Queue a bulk status update of any target that declares a status; returns the job id.
 
     ``where`` filters on the target's file columns (``{"category_slug": "home"}``);
-    ``owner_email`` is the example's ``--owner``. ``created_before`` and
-    ``updated_before`` take an ISO 8601 timestamp or a relative ``30d``
-    (:func:`resolve_relative`), and need the target's table to have that
-    column. Unknown statuses or columns, a malformed timestamp, an unknown
-    parent or an ids file outside the import root are refused here, before
-    any job exists.
+    ``owner_email=EMAIL`` is short for ``where={"owner_email": EMAIL}``.
+    ``created_before`` and ``updated_before`` take an ISO 8601 timestamp or a
+    relative ``30d`` (:func:`worker.updates.resolve_relative`), and need the
+    target's table to have that column. Unknown statuses or columns, a
+    malformed timestamp, an unknown parent or an ids file outside the import
+    root are refused here, before any job exists.
     """
-    params = update_params(
-        to_status,
-        from_statuses,
-        owner_email,
-        ids_file,
-        created_before,
-        dry_run,
-        table,
-        where,
+    params = updates.update_params(
+        to_status, from_statuses, owner_email, ids_file, created_before, dry_run, table, where,
         updated_before,
     )
     with session_scope() as session:
         updates.check_filters(session, params)
     return _submit(JobKind.UPDATE_STATUS, params.to_params(), key)
-
-
-def update_params(
-    to_status: str,
-    from_statuses: Sequence[str],
-    owner_email: str | None,
-    ids_file: str | Path | None,
-    created_before: str | None,
-    dry_run: bool,
-    table: str | None = None,
-    where: dict[str, str] | Sequence[tuple[str, str]] | None = None,
-    updated_before: str | None = None,
-) -> UpdateParams:
-    """A status update's validated params, but for its filters (shared with worker.aclient)."""
-    pairs = list(where.items()) if isinstance(where, dict) else list(where or ())
-    return UpdateParams(
-        to_status=to_status,
-        from_statuses=tuple(dict.fromkeys(from_statuses)),
-        owner_email=owner_email.strip().lower() if owner_email else None,
-        ids_file=confine(ids_file)[1] if ids_file is not None else None,
-        created_before=resolve_relative(created_before),
-        dry_run=dry_run,
-        table=table or targets.EXAMPLE_TABLE,
-        where=tuple((str(k), str(v)) for k, v in pairs),
-        updated_before=resolve_relative(updated_before),
-    )
-
-
-_RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def resolve_relative(value: str | None, now: datetime | None = None) -> str | None:
-    """``30d`` (s, m, h, d, w) -> the UTC ISO timestamp that long before now; others unchanged."""
-    found = _RELATIVE.match(value) if value is not None else None
-    if found is None:
-        return value
-    seconds = int(found.group(1)) * _UNIT_S[found.group(2)]
-    return ((now or datetime.now(UTC)) - timedelta(seconds=seconds)).isoformat()
 
 
 # Job kind -> its submit function (keyword arguments = the JSON params).

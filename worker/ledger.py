@@ -23,6 +23,7 @@ from worker.chunks import STATES, poison_plan
 from worker.db import copy_rows, get_engine, session_scope, translated
 from worker.errors import BulkopsError, JobNotFound, UsageError
 from worker.models import FINISHED_STATES, Job, JobReject, JobState
+from worker.params import current_shape
 from worker.summary import ChunkCounts, JobSummary, RejectedRow, pg_text, storable, summarize
 
 __all__ = ["ChunkCounts", "JobSummary", "RejectedRow", "pg_text", "storable"]
@@ -36,13 +37,14 @@ SendFn = Callable[[int, str], None]
 PLAN_KEYS = frozenset({"chunks", "dry_run_breakdown"})
 
 
-def _comparable(params: dict[str, Any]) -> dict[str, Any]:
+def _comparable(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     """What makes two submits with one key the same request.
 
-    The plan's own keys are not part of it, and an uploaded file counts by
-    its content (size, SHA-256), not by where this upload of it was stored.
+    The plan's own keys are not part of it, an uploaded file counts by its
+    content (size, SHA-256), not by where this upload of it was stored, and
+    params an earlier release stored are read in today's shape.
     """
-    out = {k: v for k, v in params.items() if k not in PLAN_KEYS}
+    out = {k: v for k, v in current_shape(kind, params).items() if k not in PLAN_KEYS}
     upload = out.get("upload")
     if isinstance(upload, dict):
         out["upload"] = {k: upload.get(k) for k in ("size", "sha256")}
@@ -140,9 +142,8 @@ def insert_job(
         raise UsageError(
             f"idempotency key {key!r} already belongs to job {existing.id} of kind {existing.kind}"
         )
-    submitted = _comparable(existing.params)
-    if submitted != _comparable(wanted):
-        mine = _comparable(wanted)
+    submitted, mine = _comparable(kind, existing.params), _comparable(kind, wanted)
+    if submitted != mine:
         differ = sorted(k for k in set(submitted) | set(mine) if submitted.get(k) != mine.get(k))
         raise UsageError(
             f"idempotency key {key!r} already belongs to job {existing.id}, submitted "

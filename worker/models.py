@@ -250,7 +250,7 @@ class JobUpdateId(SQLModel, table=True):
         sa_column=Column(BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     )
     line: int = Field(sa_column=Column(BigInteger, primary_key=True))
-    todo_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    row_id: int = Field(sa_column=Column(BigInteger, nullable=False))  # the target's primary key
     chunk_no: int | None = Field(default=None, sa_column=Column(Integer, nullable=True))
     dup_of: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 

@@ -7,6 +7,12 @@ added to the dataclass is stored and read back with nothing else written.
 Tuples become JSON lists and back, a missing key takes the field's default, keys
 the class does not know (the ``chunks``, ``upload``… the ledger adds beside)
 are ignored, and ``__post_init__`` checks run as on construction.
+
+When a kind's params change shape, its class declares ``kind=`` and overrides
+:meth:`JobParams.upgrade`: ``from_params`` reads a job stored by an earlier
+release through it, and the ledger compares a key's earlier job with a new
+request in today's shape (:func:`current_shape`), so a schedule's slot or a
+retried submit spanning an upgrade is still the same request.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 from worker.errors import UsageError
 
 _ADAPTERS: dict[type, TypeAdapter[Any]] = {}
+_BY_KIND: dict[str, type[JobParams]] = {}  # job kind -> its params class, where it upgrades
 
 
 def _adapter(cls: type) -> TypeAdapter[Any]:
@@ -32,6 +39,16 @@ def _adapter(cls: type) -> TypeAdapter[Any]:
 class JobParams:
     """Mixin for a frozen dataclass of a job's parameters (JSON in ``jobs.params``)."""
 
+    def __init_subclass__(cls, kind: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind is not None:
+            _BY_KIND[str(kind)] = cls
+
+    @classmethod
+    def upgrade(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Params an earlier release stored, in today's shape (default: as they are)."""
+        return params
+
     def to_params(self) -> dict[str, Any]:
         """The fields as JSON values (a tuple as a list)."""
         return dict(_adapter(type(self)).dump_python(self, mode="json"))
@@ -42,9 +59,15 @@ class JobParams:
         if not isinstance(params, Mapping):
             raise UsageError(f"{cls.__name__}: parameters must be a JSON object, not {params!r}")
         try:
-            return cast(Self, _adapter(cls).validate_python(dict(params)))
+            return cast(Self, _adapter(cls).validate_python(cls.upgrade(dict(params))))
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors()
             )
             raise UsageError(f"{cls.__name__}: malformed parameters: {problems}") from None
+
+
+def current_shape(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """A job's stored params in today's shape: its class's :meth:`JobParams.upgrade`, if any."""
+    cls = _BY_KIND.get(str(kind))
+    return cls.upgrade(dict(params)) if cls is not None else dict(params)

@@ -43,7 +43,7 @@ class Schedule:
         So every run of one slot submits the same params (the idempotency key
         refuses the same key with other params), whenever within it it runs.
         """
-        from worker.client import resolve_relative
+        from worker.updates import resolve_relative
 
         start = datetime.fromtimestamp(slot * self.every, UTC)
         return {

@@ -17,7 +17,11 @@ transition is not allowed, the id does not exist, the line is not an id).
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Integer, text
@@ -37,13 +41,15 @@ from worker.targets import EXAMPLE_TABLE, StatusSpec, TargetSpec
 
 # A batch waits at most this long for a row lock; then it is retried (retryable).
 LOCK_TIMEOUT = "5s"
+# ``--owner EMAIL`` (producers: ``owner_email=``) is short for ``--where owner_email=EMAIL``:
+# a file column of any target with such a lookup (the example's todos have one).
+OWNER_FILTER = "owner_email"
 
 
 @dataclass(frozen=True)
-class UpdateParams(JobParams):
+class UpdateParams(JobParams, kind=JobKind.UPDATE_STATUS.value):
     to_status: str
     from_statuses: tuple[str, ...] = ()
-    owner_email: str | None = None  # the example's --owner: where owner_email = this
     ids_file: str | None = None  # relative to the import root
     created_before: str | None = None  # ISO 8601, normalised to UTC
     dry_run: bool = False
@@ -68,16 +74,25 @@ class UpdateParams(JobParams):
                 raise UsageError(f"{option} {value!r} is not an ISO 8601 timestamp") from None
         if self.ids_file is not None and not isinstance(spec.table.c[spec.pk].type, Integer):
             raise UsageError(f"--ids-file: {spec.name}'s primary key is not an integer")
-        for name, value in self.filters():
-            _filter_value(spec, name, value)
+        given: dict[str, Any] = {}
+        for name, raw in self.where:
+            value = _filter_value(spec, name, raw)
+            if given.setdefault(name, value) != value:
+                raise UsageError(f"--where {name}: given twice, as {given[name]!r} and {value!r}")
 
     def spec(self) -> TargetSpec:
         return targets.get(self.table)
 
-    def filters(self) -> list[tuple[str, str]]:
-        """Every file-column filter: ``--where`` and the example's ``--owner``."""
-        extra = [("owner_email", self.owner_email)] if self.owner_email is not None else []
-        return [*extra, *self.where]
+    @classmethod
+    def upgrade(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """A job stored before ``--owner`` was an alias: its ``owner_email`` key, as a filter."""
+        if "owner_email" not in params:
+            return params
+        params = dict(params)
+        owner = params.pop("owner_email")
+        if owner is not None:
+            params["where"] = [[OWNER_FILTER, owner], *params.get("where", ())]
+        return params
 
     def time_filters(self) -> list[tuple[str, str]]:
         """(timestamp column, ISO value) of each ``--created-before``/``--updated-before`` given."""
@@ -91,6 +106,58 @@ class UpdateParams(JobParams):
         if params.get("updated_before") is None:
             params.pop("updated_before", None)
         return params
+
+
+def update_params(
+    to_status: str,
+    from_statuses: Sequence[str],
+    owner_email: str | None,
+    ids_file: str | Path | None,
+    created_before: str | None,
+    dry_run: bool,
+    table: str | None = None,
+    where: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+    updated_before: str | None = None,
+) -> UpdateParams:
+    """A producer's request as validated params, but for its parents (:func:`check_filters`).
+
+    The one home of what ``worker.client`` and ``worker.aclient`` take:
+    ``owner_email`` becomes the first ``where`` filter here (a target without
+    that column is refused, naming the ones it has), an ids file is confined to
+    the import root and relative times are resolved.
+    """
+    spec = targets.get(table or EXAMPLE_TABLE)
+    pairs = list(where.items()) if isinstance(where, Mapping) else list(where or ())
+    if owner_email is not None:
+        if OWNER_FILTER not in spec.file_columns:
+            raise UsageError(
+                f"--owner: {spec.name} has no {OWNER_FILTER} column to filter by; "
+                f"use --where COLUMN=VALUE on one of {', '.join(spec.file_columns)}"
+            )
+        pairs.insert(0, (OWNER_FILTER, owner_email))
+    return UpdateParams(
+        to_status=to_status,
+        from_statuses=tuple(dict.fromkeys(from_statuses)),
+        ids_file=confine(ids_file)[1] if ids_file is not None else None,
+        created_before=resolve_relative(created_before),
+        dry_run=dry_run,
+        table=spec.name,
+        where=tuple((str(k), str(v)) for k, v in pairs),
+        updated_before=resolve_relative(updated_before),
+    )
+
+
+_RELATIVE = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def resolve_relative(value: str | None, now: datetime | None = None) -> str | None:
+    """``30d`` (s, m, h, d, w) -> the UTC ISO timestamp that long before now; others unchanged."""
+    found = _RELATIVE.match(value) if value is not None else None
+    if found is None:
+        return value
+    seconds = int(found.group(1)) * _UNIT_S[found.group(2)]
+    return ((now or datetime.now(UTC)) - timedelta(seconds=seconds)).isoformat()
 
 
 def status_of(spec: TargetSpec) -> StatusSpec:
@@ -127,8 +194,8 @@ def _cast(spec: TargetSpec, column: str, param: str) -> str:
 def _filters(session: Session, p: UpdateParams) -> tuple[str, dict[str, Any]]:
     """The WHERE clause of the selection; every value is a bound parameter.
 
-    A lookup's filter (``owner_email``) becomes its foreign key = the parent's
-    id, read once here; an unknown parent is a UsageError.
+    A lookup's filter (``category_slug``, ``owner_email``) becomes its foreign
+    key = the parent's id, read once here; an unknown parent is a UsageError.
     """
     spec = p.spec()
     status = status_of(spec).column
@@ -144,7 +211,7 @@ def _filters(session: Session, p: UpdateParams) -> tuple[str, dict[str, Any]]:
         clauses.append(f"{status} = ANY({array})")
         params["from_statuses"] = list(p.from_statuses)
     by_lookup: dict[str, dict[str, Any]] = {}
-    for n, (name, raw) in enumerate(p.filters()):
+    for n, (name, raw) in enumerate(p.where):
         value = _filter_value(spec, name, raw)
         column = spec.column(name)
         if column.table_column is not None:
@@ -162,9 +229,8 @@ def _filters(session: Session, p: UpdateParams) -> tuple[str, dict[str, Any]]:
         key = tuple(given[c] for c in lk.file_columns)
         found = lookups.parent_ids(session, spec, lk, [key])
         if key not in found:
-            shown = key[0] if len(key) == 1 else key
-            option = "--owner" if lk.file_columns == ("owner_email",) else "--where"
-            raise UsageError(f"{option} {shown!r}: no {lk.parent} row with that {', '.join(lk.by)}")
+            shown = " ".join(f"{c}={given[c]}" for c in lk.file_columns)
+            raise UsageError(f"--where {shown}: no {lk.parent} row with that {', '.join(lk.by)}")
         clauses.append(f"{fk} = :{fk}")
         params[fk] = found[key]
     for stamp, value in p.time_filters():
@@ -175,26 +241,35 @@ def _filters(session: Session, p: UpdateParams) -> tuple[str, dict[str, Any]]:
 
 # Lines of an ids file read, copied and rejected per round trip (bounded memory).
 IDS_BATCH = 10_000
-_ID_COLUMNS = ("job_id", "line", "todo_id")
+_ID_COLUMNS = ("job_id", "line", "row_id")
 
 
-def _ids_line(number: int, raw_bytes: bytes) -> tuple[int | None, RejectedRow | None]:
+def _label(spec: TargetSpec) -> str:
+    """What a reject calls one row of the target: ``todo`` for todos."""
+    t = spec.table.name
+    return t[:-1] if t.endswith("s") else t
+
+
+def _ids_line(number: int, raw_bytes: bytes, label: str) -> tuple[int | None, RejectedRow | None]:
     """(the id, None), (None, a reject) or (None, None) for a blank or comment line."""
     raw = raw_bytes.decode("utf-8", errors="replace").rstrip("\r\n")
     value = raw.strip().lstrip("\ufeff")
     if not value or value.startswith("#"):
         return None, None
     if not value.isascii() or not value.isdigit() or len(value) > 18:
-        return None, RejectedRow(number, "id", f"not a todo id: {value[:60]!r}", raw)
+        return None, RejectedRow(number, "id", f"not a {label} id: {value[:60]!r}", raw)
     return int(value), None
 
 
-def load_ids_file(session: Session, job_id: int, path: str, batch: int) -> tuple[int, int]:
+def load_ids_file(
+    session: Session, job_id: int, path: str, batch: int, label: str
+) -> tuple[int, int]:
     """Read the ids file once into ``job_update_ids``; returns (chunks, lines rejected).
 
     Ids are cut into chunks of ``batch`` in id order (each chunk locks its rows
     in that order); a repeated id is a reject ("duplicate of line N"), as are
-    lines that are not ids. Memory stays bounded by IDS_BATCH whatever the file.
+    lines that are not ids (``not a {label} id``). Memory stays bounded by
+    IDS_BATCH whatever the file.
     """
     real, _ = confine(path)
     rows: list[tuple[int, int, int]] = []
@@ -202,9 +277,9 @@ def load_ids_file(session: Session, job_id: int, path: str, batch: int) -> tuple
     rejected = 0
     with real.open("rb") as f:
         for number, raw_bytes in enumerate(f, start=1):
-            todo_id, reject = _ids_line(number, raw_bytes)
-            if todo_id is not None:
-                rows.append((job_id, number, todo_id))
+            row_id, reject = _ids_line(number, raw_bytes, label)
+            if row_id is not None:
+                rows.append((job_id, number, row_id))
             elif reject is not None:
                 rejects.append(reject)
             if len(rows) >= IDS_BATCH:
@@ -222,8 +297,8 @@ def load_ids_file(session: Session, job_id: int, path: str, batch: int) -> tuple
             "UPDATE job_update_ids u SET "
             "chunk_no = CASE WHEN s.line = s.first THEN CAST((s.rank - 1) / :batch AS int) END, "
             "dup_of = CASE WHEN s.line <> s.first THEN s.first END "
-            "FROM (SELECT line, min(line) OVER (PARTITION BY todo_id) AS first, "
-            "dense_rank() OVER (ORDER BY todo_id) AS rank "
+            "FROM (SELECT line, min(line) OVER (PARTITION BY row_id) AS first, "
+            "dense_rank() OVER (ORDER BY row_id) AS rank "
             "FROM job_update_ids WHERE job_id = :id) s WHERE u.job_id = :id AND u.line = s.line"
         ),
         {"id": job_id, "batch": batch},
@@ -232,7 +307,7 @@ def load_ids_file(session: Session, job_id: int, path: str, batch: int) -> tuple
     while True:
         dups = session.execute(
             text(
-                "SELECT line, todo_id, dup_of FROM job_update_ids WHERE job_id = :id "
+                "SELECT line, row_id, dup_of FROM job_update_ids WHERE job_id = :id "
                 "AND line > :after AND dup_of IS NOT NULL ORDER BY line LIMIT :n"
             ),
             {"id": job_id, "after": after, "n": IDS_BATCH},
@@ -244,7 +319,7 @@ def load_ids_file(session: Session, job_id: int, path: str, batch: int) -> tuple
             job_id,
             0,
             [
-                RejectedRow(int(d.line), "id", f"duplicate of line {d.dup_of}", str(d.todo_id))
+                RejectedRow(int(d.line), "id", f"duplicate of line {d.dup_of}", str(d.row_id))
                 for d in dups
             ],
         )
@@ -260,9 +335,9 @@ def load_ids_file(session: Session, job_id: int, path: str, batch: int) -> tuple
 def _chunk_ids(session: Session, job_id: int, chunk_no: int) -> dict[int, int]:
     """id -> line of one chunk of an ids file."""
     return {
-        int(r.todo_id): int(r.line)
+        int(r.row_id): int(r.line)
         for r in session.execute(
-            text("SELECT todo_id, line FROM job_update_ids WHERE job_id = :id AND chunk_no = :n"),
+            text("SELECT row_id, line FROM job_update_ids WHERE job_id = :id AND chunk_no = :n"),
             {"id": job_id, "n": chunk_no},
         )
     }
@@ -271,9 +346,10 @@ def _chunk_ids(session: Session, job_id: int, chunk_no: int) -> dict[int, int]:
 def check_filters(session: Session, p: UpdateParams) -> None:
     """Raise UsageError for a filter naming a parent that does not exist (at submit).
 
-    The one home of "no users row with that email" (``--owner``) and its kin.
+    The one home of that check, for any lookup filter: ``--where category_slug=x``,
+    ``--owner EMAIL`` ("no users row with that email").
     """
-    if p.filters():
+    if p.where:
         _filters(session, p)
 
 
@@ -287,7 +363,7 @@ class UpdateOperation:
         batch = get_settings().bulkops_update_batch_size
         breakdown = self._breakdown(session, p, where, params) if p.dry_run else None
         if p.ids_file is not None:
-            n, rejected = load_ids_file(session, job.id, p.ids_file, batch)
+            n, rejected = load_ids_file(session, job.id, p.ids_file, batch, _label(p.spec()))
             specs: list[dict[str, Any]] = [{"ids_chunk": k} for k in range(n)]
         else:
             rejected, specs = 0, self._ranges(session, p.spec(), where, params, batch)
@@ -345,7 +421,7 @@ class UpdateOperation:
         p = UpdateParams.from_params(job.params)
         target = p.spec()
         t, pk, sc = target.table.name, target.pk, status_of(target).column
-        label = t[:-1] if t.endswith("s") else t
+        label = _label(target)
         where, params = _filters(session, p)
         session.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
         lock = "" if p.dry_run else " FOR UPDATE"

@@ -168,3 +168,35 @@ def test_an_applications_alembic_version_is_left_alone(
     migrate.downgrade(empty_database_url, "base")
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "app_0007"
+
+
+def test_0005_renames_the_ids_column_keeping_its_rows_both_ways(
+    empty_database_url: str, engine: Engine
+) -> None:
+    # Given a database at 0004 holding an ids file's rows under todo_id
+    migrate.upgrade(empty_database_url, "0004")
+    with engine.begin() as conn:
+        job = conn.execute(
+            text(
+                "INSERT INTO jobs (kind, state, params) VALUES ('update_status', 'running', '{}') "
+                "RETURNING id"
+            )
+        ).scalar_one()
+        conn.execute(
+            text("INSERT INTO job_update_ids (job_id, line, todo_id) VALUES (:j, 1, 42)"),
+            {"j": job},
+        )
+
+    def ids_columns() -> list[str]:
+        return [c["name"] for c in inspect(engine).get_columns("job_update_ids")]
+
+    # When it is upgraded, the column is row_id and the row is still there
+    migrate.upgrade(empty_database_url)
+    assert "row_id" in ids_columns() and "todo_id" not in ids_columns()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT row_id FROM job_update_ids")).scalar() == 42
+    # and a downgrade gives back todo_id, with the row
+    migrate.downgrade(empty_database_url, "0004")
+    assert "todo_id" in ids_columns() and "row_id" not in ids_columns()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT todo_id FROM job_update_ids")).scalar() == 42

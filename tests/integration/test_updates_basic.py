@@ -11,7 +11,7 @@ import pytest
 from import_support import make_todos
 from sqlalchemy import text
 
-from worker import client, db
+from worker import client, db, ledger
 from worker.errors import UsageError
 
 
@@ -72,6 +72,52 @@ def test_owner_and_ids_file_and_dry_run(worker: Any, import_root: Path) -> None:
         "completed": {"rows": 2, "outcome": "would change"},
     }
     assert (d.rows_updated, d.rows_skipped) == (5, 1)
+
+
+# A status update's params as releases before --owner became an alias of --where stored them.
+_LEGACY = {
+    "to_status": "archived",
+    "from_statuses": [],
+    "owner_email": None,
+    "ids_file": None,
+    "created_before": None,
+    "dry_run": False,
+    "table": "todos",
+    "where": [],
+}
+
+
+def test_a_job_stored_with_owner_email_runs_with_that_filter(worker: Any) -> None:
+    # Given ann's and bob's todos, and a queued job stored with the old owner_email key
+    ann = make_todos(["active"] * 2)
+    bob = make_todos(["active"] * 2, owner="bob@example.com")
+    stored = {**_LEGACY, "owner_email": "bob@example.com"}
+    job = ledger.submit(
+        "update_status", stored, lambda j, t: client.send_job("update_status", j, t)
+    )
+    # When a worker runs it, only bob's todos move
+    s = client.wait(job, 60)
+    assert (s.state, s.rows_read, s.rows_updated) == ("succeeded", 2, 2), s.error
+    after = _statuses()
+    assert [after[i] for i in ann + bob] == ["active", "active", "archived", "archived"]
+
+
+def test_a_key_of_a_job_stored_with_owner_email_is_the_same_request(bulkops_env: Any) -> None:
+    make_todos(["active"])
+    make_todos(["active"], owner="bob@example.com")
+
+    def unsent(job_id: int, task_id: str) -> None:
+        return None  # the job only needs its row
+    plain = ledger.submit("update_status", _LEGACY, unsent, key="before-1")
+    owned = ledger.submit(
+        "update_status", {**_LEGACY, "owner_email": "bob@example.com"}, unsent, key="before-2"
+    )
+    # The same requests after the upgrade return those jobs, not a refusal
+    assert client.submit_update_status("archived", key="before-1") == plain
+    again = client.submit_update_status("archived", owner_email="bob@example.com", key="before-2")
+    assert again == owned
+    with pytest.raises(UsageError, match="other parameters \\(where\\)"):
+        client.submit_update_status("archived", owner_email="ann@example.com", key="before-2")
 
 
 def test_bad_input_is_refused_before_any_job(worker: Any) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from worker import schedules
-from worker.client import resolve_relative
 from worker.errors import ConfigError
+from worker.updates import resolve_relative
 
 ARCHIVE = {
     "every": 86400,

@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Column, DateTime, Enum, Integer, MetaData, Table, Text
 
-from worker import client, targets
+from worker import targets
 from worker.errors import UsageError
+from worker.params import current_shape
 from worker.targets import Registry, Status, Target
-from worker.updates import UpdateParams
+from worker.updates import UpdateParams, update_params
 
 # A target with a status and a created_at but no updated_at.
 _TICKETS_TABLE = Table(
@@ -63,9 +64,58 @@ def test_a_target_without_updated_at_is_refused_by_name(monkeypatch: pytest.Monk
 
 def test_relative_updated_before_resolves_at_submit() -> None:
     before = datetime.now(UTC)
-    p = client.update_params("archived", ["completed"], None, None, None, False, None, None, "30d")
+    p = update_params("archived", ["completed"], None, None, None, False, None, None, "30d")
     assert p.updated_before is not None
     resolved = datetime.fromisoformat(p.updated_before)
     assert (
         before - timedelta(days=30, seconds=5) < resolved <= datetime.now(UTC) - timedelta(days=30)
     )
+
+
+def test_owner_email_is_a_where_filter_and_not_a_param_of_its_own() -> None:
+    p = update_params("archived", [], "Bob@Example.com", None, None, False, None, [("title", "t")])
+    assert p.where == (("owner_email", "Bob@Example.com"), ("title", "t"))
+    assert "owner_email" not in p.to_params()
+    # the same request through --where is the same params
+    same = update_params("archived", [], None, None, None, False, None, p.where)
+    assert same == p
+
+
+def test_owner_on_a_target_without_owner_email_names_the_table_and_its_columns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(targets, "registry", lambda: _TICKETS)
+    pattern = "--owner: tickets has no owner_email column .* title, status, created_at"
+    with pytest.raises(UsageError, match=pattern):
+        update_params("closed", [], "ann@example.com", None, None, False, "tickets")
+
+
+def test_a_filter_given_twice_with_other_values_is_refused() -> None:
+    with pytest.raises(UsageError, match="--where owner_email: given twice"):
+        update_params(
+            "archived", [], "a@example.com", None, None, False, None, {"owner_email": "b@x.org"}
+        )
+    # the same value twice (normalised as the column is) is one filter
+    p = update_params(
+        "archived", [], "A@example.com", None, None, False, None, {"owner_email": "a@example.com"}
+    )
+    assert len(p.where) == 2
+
+
+def test_params_stored_with_owner_email_are_read_as_a_where_filter() -> None:
+    # A job submitted before --owner became an alias of --where owner_email=
+    stored = {
+        "to_status": "archived",
+        "from_statuses": ["completed"],
+        "owner_email": "bob@example.com",
+        "ids_file": None,
+        "created_before": None,
+        "dry_run": False,
+        "table": "todos",
+        "where": [["title", "t"]],
+    }
+    p = UpdateParams.from_params(stored)
+    assert p.where == (("owner_email", "bob@example.com"), ("title", "t"))
+    assert UpdateParams.from_params({**stored, "owner_email": None}).where == (("title", "t"),)
+    # and a key's earlier job is compared with a new request in today's shape
+    assert current_shape("update_status", stored) == p.to_params()

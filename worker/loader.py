@@ -203,12 +203,12 @@ def _with_clock(
     slots = [i for i, c in enumerate(columns) if c in spec.defaults]
     if not slots:
         return [v for _, v in records]
+    out = [v for _, v in records]
+    missing = [n for n, values in enumerate(out) if None in [values[i] for i in slots]]
     now = datetime.now(UTC)  # one instant per chunk, as now() is one per transaction
-    out = []
-    for _, values in records:
-        if any(values[i] is None for i in slots):
-            values = tuple(now if i in slots and v is None else v for i, v in enumerate(values))
-        out.append(values)
+    for n in missing:
+        values = out[n]
+        out[n] = tuple(now if i in slots and v is None else v for i, v in enumerate(values))
     return out
 
 

@@ -68,10 +68,15 @@ def parse_timestamp(text: str) -> datetime:
 
     Raises ValueError when the text is not a timestamp.
     """
-    value = text.strip()
-    if value[-1:] in ("Z", "z"):
-        value = value[:-1] + "+00:00"
-    parsed = datetime.fromisoformat(value)
+    try:  # the common case first: no spaces around, and Python 3.11 reads a trailing 'Z'
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        value = text.strip()
+        if value[-1:] in ("Z", "z"):
+            value = value[:-1] + "+00:00"
+        parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is UTC:
+        return parsed
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)

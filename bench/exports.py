@@ -1,8 +1,7 @@
 """Files shaped like real exports, and what one sequential pass over them must give.
 
-Todos (issue 9): while the file is written, independent of bulkops, which lines are rejected
-and why and which rows end in the table; every run is checked against it. Products of
-tests/example_shop (issue 10): a wide target, every row valid, and the same rows as a COPY TSV.
+Todos (issue 9): while a file is written, independent of bulkops, which lines are rejected and why and
+which rows end in the table. Products of tests/example_shop (issue 10): a wide target, every row valid.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import csv
 import json
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +22,6 @@ from harness import tsv
 STATUSES = ("active", "in_progress", "completed", "archived")
 WORDS = ("call", "bank", "renew", "passport", "email", "Anna", "fix", "the", "roof", "buy", "milk",
          "plan", "trip", "review", "budget", "book", "dentist", "pay", "rent", "ship", "v2")
-BAD_KINDS = ("empty_title", "long_title", "bad_status", "unknown_owner", "field_count",
-             "bad_created_at", "duplicate")
 USERS = 10_000
 TODO_COLUMNS = ("title", "status", "owner_id", "created_at")  # of the COPY TSVs
 TODO_LINES = """SELECT u.email || E'\\t' || t.title || E'\\t' || t.status{ts} AS line
@@ -44,6 +42,25 @@ def template(bench: harness.Bench) -> str:
     for table, (columns, rows) in {"users": users, **PARENTS}.items():
         bench.copy(url, table, columns, harness.write_tsv(bench.args.work_dir / f"{table}.tsv", rows))
     return url
+
+
+def duplicate(f: list[str], rng: random.Random, line: int, good: list[tuple[int, list[str]]]) -> list[str]:
+    """An earlier loaded row up to 100,000 lines back (mostly in another chunk), with another status."""
+    lo = min(bisect.bisect_left(good, (line - 100_000,)), len(good) - 1)
+    _, orig = good[rng.randrange(lo, len(good))]
+    return [orig[0], STATUSES[(STATUSES.index(orig[1]) + 1) % 4], orig[2], *orig[3:]]
+
+
+SPOILS: dict[str, Callable[..., list[str]]] = {  # bad kind -> (fields, rng, line, good rows) -> its fields
+    "empty_title": lambda f, rng, line, good: [rng.choice(["", "   "]), *f[1:]],
+    "long_title": lambda f, rng, line, good: [("long, \"quoted\" " * 20)[: rng.randint(201, 260)], *f[1:]],
+    "bad_status": lambda f, rng, line, good: [f[0], rng.choice(["done", "Doing", "activ", "4"]), *f[2:]],
+    "unknown_owner": lambda f, rng, line, good: [*f[:2], f"ghost{line}@example.invalid", *f[3:]],
+    "field_count": lambda f, rng, line, good: f[:2] if rng.random() < 0.5 else [*f, "extra"],
+    "bad_created_at": lambda f, rng, line, good: [*f[:3], rng.choice(["2025-02-30T10:00:00Z", "yesterday",
+                                                                      "2025-13-01"])],
+    "duplicate": duplicate,
+}
 
 
 @dataclass
@@ -72,7 +89,7 @@ def generate(folder: Path, name: str, rows: int, bad: float = 0.0, existing: flo
     ex = Export(folder / f"{name}.csv", rows, with_created_at, mode,
                 copy_tsv=folder / f"{name}.copy.tsv", preload_tsv=folder / f"{name}.preload.tsv")
     good: list[tuple[int, list[str]]] = []  # (line, fields) of loaded rows, for duplicates
-    kinds = [k for k in BAD_KINDS if with_created_at or k != "bad_created_at"]
+    kinds = [k for k in SPOILS if with_created_at or k != "bad_created_at"]
     table: dict[tuple[str, str], str] = {}  # (email, title) -> todos_digest's line
     with ex.csv.open("w", newline="", encoding="utf-8") as f, ex.copy_tsv.open("w") as cp, \
             ex.preload_tsv.open("w") as pre:
@@ -93,7 +110,7 @@ def generate(folder: Path, name: str, rows: int, bad: float = 0.0, existing: flo
             if rng.random() < bad:
                 kind = kinds[rng.randrange(len(kinds))]
                 kind = "bad_status" if kind == "duplicate" and not good else kind
-                fields = _spoil(kind, fields, rng, good, line)
+                fields = SPOILS[kind](fields, rng, line, good)
             out.writerow(fields)
             if kind:
                 ex.rejected[line] = kind
@@ -114,28 +131,6 @@ def generate(folder: Path, name: str, rows: int, bad: float = 0.0, existing: flo
             table[key] = "\t".join([*key, ends[0], ends[1][:-1]][:3 + with_created_at])
     ex.table = list(table.values())
     return ex
-
-
-def _spoil(kind: str, fields: list[str], rng: random.Random, good: list[tuple[int, list[str]]],
-           line: int) -> list[str]:
-    f = list(fields)
-    if kind == "empty_title":
-        f[0] = rng.choice(["", "   "])
-    elif kind == "long_title":
-        f[0] = ("long, \"quoted\" " * 20)[: rng.randint(201, 260)]
-    elif kind == "bad_status":
-        f[1] = rng.choice(["done", "Doing", "activ", "4"])
-    elif kind == "unknown_owner":
-        f[2] = f"ghost{line}@example.invalid"
-    elif kind == "field_count":
-        f = f[:2] if rng.random() < 0.5 else f + ["extra"]
-    elif kind == "bad_created_at":
-        f[3] = rng.choice(["2025-02-30T10:00:00Z", "yesterday", "2025-13-01"])
-    elif kind == "duplicate":  # an earlier loaded row up to 100,000 lines back: mostly another chunk
-        lo = min(bisect.bisect_left(good, (line - 100_000,)), len(good) - 1)
-        _, orig = good[rng.randrange(lo, len(good))]
-        f = [orig[0], STATUSES[(STATUSES.index(orig[1]) + 1) % 4], orig[2], *orig[3:]]
-    return f
 
 
 def check(url: str, job: harness.Job, ex: Export) -> list[str]:

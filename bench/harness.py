@@ -83,8 +83,7 @@ class Bench:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for proc in list(self.procs):
-            self.stop(proc)
+        supervisor.stop_processes(self.procs)
         for db in reversed(self.databases):
             with contextlib.suppress(psycopg2.Error):
                 self.drop(db)
@@ -248,11 +247,11 @@ def dbname(url_or_name: str) -> str:
 def pool(proc: Proc) -> dict[int, float]:
     """The pool children of a worker's main process: pid -> peak RSS (VmHWM) in MB."""
     out: dict[int, float] = {}
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError):  # the worker or a child is gone
         for task in os.listdir(f"/proc/{proc.pid}/task"):
             for pid in Path(f"/proc/{proc.pid}/task/{task}/children").read_text().split():
-                status = Path(f"/proc/{pid}/status").read_text()
-                out[int(pid)] = int(status.split("VmHWM:")[1].split()[0]) / 1024
+                with contextlib.suppress(OSError):
+                    out[int(pid)] = int(Path(f"/proc/{pid}/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
     return out
 
 

@@ -4,9 +4,8 @@
     python bench/import.py --linear-rows 10000000   # + one 1%-bad run at 10M rows (linearity)
     python bench/import.py --rows 20000 --runs 1    # smoke run
 
-Per run and variant (bench/exports.py; ``--variants``), each on a fresh clone: COPY of the rows
-that must load vs ``bulkops import`` through a fresh worker; then the seed document's per-row
-savepoints. The variants, the checks and the goals: bench/README.md.
+Per run and variant (bench/exports.py), each on a fresh clone: COPY of the rows that must load vs ``bulkops
+import`` through a fresh worker; then the seed document's per-row savepoints. See bench/README.md.
 """
 
 from __future__ import annotations

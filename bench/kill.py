@@ -3,10 +3,8 @@
     python bench/kill.py                           # 300,000 rows, 20 kills
     python bench/kill.py --rows 30000 --kills 3    # smoke run
 
-One undisturbed run of a 1%-bad file, then per kill a fresh database, beat and a worker, SIGKILL
-to the worker's process group after a random delay or number of chunks, a new worker at once.
-Reports kill -> work resumed and kill -> finished; exit 1 on any lost or doubled row or a wrong
-reject set. See bench/README.md.
+One undisturbed run of a 1%-bad file, then per kill a fresh database, beat and a worker, SIGKILL to the
+worker's process group, a new worker at once; exit 1 on any lost or doubled row or wrong reject set.
 """
 
 from __future__ import annotations

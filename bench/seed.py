@@ -1,11 +1,10 @@
-"""Seed benchmark: ``bulkops seed`` vs raw ``psql \\copy`` of the same rows, and the seed
-document's ORM inserts vs bulkops's COPY path (issue 14).
+"""Seed benchmark: ``bulkops seed`` vs raw ``psql \\copy``, and the seed document's ORM inserts (issue 14).
 
     python bench/seed.py                            # 10,000 users x 100 = 1,000,000 todos, 3 runs
     python bench/seed.py --todos 100000 --runs 1    # smoke run (--orm-rows 0: no ORM inserts)
 
-ORM: ``add_all``, ``bulk_save_objects`` (one commit) and ``loader.load`` (a seed chunk's COPY,
-skip mode) in this process, on the seeder's own rows (``worker.seeding.rows``). bench/README.md.
+ORM: ``add_all``, ``bulk_save_objects`` (one commit) and ``loader.load`` (a seed chunk's COPY, skip mode) in
+this process, on the seeder's own rows (``worker.seeding.rows``). See bench/README.md.
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
-"""Status-update benchmark: ``bulkops update-status`` vs one raw UPDATE and the seed document's
-``query().update()`` (issue 14).
+"""Status update: ``bulkops update-status`` vs one raw UPDATE and the seed's ``query().update()`` (issue 14).
 
     python bench/update.py                          # 1,000,000 active todos, 3 runs
     python bench/update.py --rows 100000 --runs 1   # smoke run
 
-Per run, each on a fresh clone of a template with 10,000 users and ``--rows`` active todos: the
-raw ``UPDATE``, ``query().update()`` in this process, and ``--to completed --from active``
-through a worker (keyset batches of ``--batch-size``). Every row updated once, none left active.
+Per run, each on a fresh clone with ``--rows`` active todos: the raw ``UPDATE``, ``query().update()`` in
+this process, ``--to completed --from active`` through a worker. Every row updated once, none left active.
 """
 
 from __future__ import annotations

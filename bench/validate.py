@@ -3,10 +3,9 @@
     python bench/validate.py                  # 20,000 rows (one chunk) per file, best of 5
     python bench/validate.py --rows 100000 --runs 3
 
-No services. The 1%-bad todos file and the products file of bench/exports.py, each parsed once;
-then, round by round, the fastest run of each way: ``RowValidator`` (what imports run),
-``PydanticValidator``, bare conversions (the floor) and parsing alone. Exit 1 if derived and
-pydantic accept different lines. See bench/README.md.
+No services. bench/exports.py's 1%-bad todos and products files, each parsed once; round by round, the
+fastest run of ``RowValidator`` (what imports run), ``PydanticValidator``, bare conversions (the floor) and
+parsing alone. Exit 1 if derived and pydantic accept different lines. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ def compare(name: str, spec: TargetSpec, path: Path, runs: int) -> tuple[harness
     records = list(parsing.read_chunk(path, "csv", span, header))
     columns = [(c.name, BARE[c.kind]) for c in spec.columns]
 
-    def bare() -> tuple[list[Any], list[Any]]:
+    def bare() -> tuple[list[TypedRow], list[Any]]:
         rows, errors = [], []
         for rec in records:
             try:
@@ -57,7 +56,7 @@ def compare(name: str, spec: TargetSpec, path: Path, runs: int) -> tuple[harness
         return rows, errors
 
     derived, pydantic = RowValidator(spec), PydanticValidator(spec)
-    ways: dict[str, Callable[[], tuple[list[Any], Any]]] = {
+    ways: dict[str, Callable[[], tuple[list[Any], Any]]] = {  # each way -> (accepted, the rest)
         DERIVED: lambda: derived.validate(records, dedupe=False),
         PYDANTIC: lambda: pydantic.validate(records),
         "bare conversions, no checks": bare,
@@ -72,10 +71,10 @@ def compare(name: str, spec: TargetSpec, path: Path, runs: int) -> tuple[harness
             rows = fn()[0]
             best[way] = min(best.get(way, float("inf")), time.perf_counter() - started)
             accepted[way] = {r.line for r in rows}
+    headers = [f"{name}: {len(spec.columns)} columns, {len(records):,} records", "rows/s", "x derived", "accepted"]
+    table = [[way, len(records) / t, best[DERIVED] / t, len(accepted[way])] for way, t in best.items()]
     diff = sorted(accepted[DERIVED] ^ accepted[PYDANTIC])
-    return ([f"{name}: {len(spec.columns)} columns, {len(records):,} records", "rows/s", "x derived", "accepted"],
-            [[way, len(records) / t, best[DERIVED] / t, len(accepted[way])] for way, t in best.items()]), [
-        f"{name}: derived and pydantic accept different lines, e.g. {diff[:5]}"] if diff else []
+    return (headers, table), [f"{name}: derived and pydantic accept different lines, e.g. {diff[:5]}"] if diff else []
 
 
 def main() -> int:

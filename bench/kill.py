@@ -58,7 +58,8 @@ def main() -> int:
                 point = f"after {delay:.2f} s"
                 time.sleep(delay)
             else:
-                point = f"at {(at := rng.randrange(chunks))} chunks done"
+                at = rng.randrange(chunks)
+                point = f"at {at} chunks done"
                 while query(url, "SELECT chunks_done < %s AND finished_at IS NULL FROM jobs WHERE id = %s",
                             (at, job_id))[0][0]:
                     time.sleep(0.02)
@@ -81,7 +82,8 @@ def main() -> int:
             resumed = NAN if resumed is None else resumed
             if state not in ("succeeded", "partially_succeeded", "failed"):  # the kill landed mid-job
                 recoveries.append(recovery)
-                resumes += [] if resumed != resumed else [resumed]  # NaN: no chunk was left to run
+                if resumed == resumed:  # not NaN: some chunk was left to run
+                    resumes.append(resumed)
             rows.append([k, point, job["state"], job["s"], resumed, recovery, "WRONG" if fails else "ok"])
             harness.log(f"kill {k} {point}: {job['state']} {recovery:.1f} s after the kill (resumed "
                         f"after {resumed:.1f} s); {fails or 'ok'}")

@@ -42,7 +42,8 @@ def main() -> int:
         query(template, FILL, (args.rows,))
         query(template, "ANALYZE")
         for run in range(1, args.runs + 1):
-            engine, started = harness.engine(orm := bench.database("orm", template)), time.perf_counter()
+            orm = bench.database("orm", template)
+            engine, started = harness.engine(orm), time.perf_counter()
             with Session(engine) as session:  # the seed document's bulk update: one statement, one transaction
                 session.query(Todo).filter(Todo.status == "active").update({"status": "completed"},
                                                                            synchronize_session=False)

@@ -1,19 +1,18 @@
 """Files shaped like real exports, and what one sequential pass over them must give.
 
-Todos (issue 9): the expectation is computed here while the file is written, independent
-of bulkops (which lines load, which are rejected and of what kind, which rows end in the
-table), and every run is checked against it. Products of tests/example_shop (issue 10): a
-wide target, every row valid; the same rows as a COPY TSV with the parents' ids.
+Todos (issue 9): while a file is written, independent of bulkops, which lines are rejected and why and
+which rows end in the table. Products of tests/example_shop (issue 10): a wide target, every row valid.
 """
 
 from __future__ import annotations
 
 import bisect
+import collections
 import csv
 import json
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,34 +22,45 @@ from harness import tsv
 STATUSES = ("active", "in_progress", "completed", "archived")
 WORDS = ("call", "bank", "renew", "passport", "email", "Anna", "fix", "the", "roof", "buy", "milk",
          "plan", "trip", "review", "budget", "book", "dentist", "pay", "rent", "ship", "v2")
-BAD_KINDS = ("empty_title", "long_title", "bad_status", "unknown_owner", "field_count",
-             "bad_created_at", "duplicate")
 USERS = 10_000
 TODO_COLUMNS = ("title", "status", "owner_id", "created_at")  # of the COPY TSVs
 TODO_LINES = """SELECT u.email || E'\\t' || t.title || E'\\t' || t.status{ts} AS line
 FROM todos t JOIN users u ON u.id = t.owner_id"""
 CREATED = " || E'\\t' || to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS')"
-
-
-def email(n: int) -> str:
-    return f"user{n:05d}@example.com"
+email = "user{:05d}@example.com".format  # user n has id n + 1
 
 
 def todos_digest(url: str, with_created_at: bool = True) -> tuple[int, str]:
-    """(count, md5) of every todo as ``email\\ttitle\\tstatus[\\tcreated_at]`` (Export.table's lines)."""
+    """(count, md5) of every todo as ``email\\ttitle\\tstatus[\\tcreated_at]`` (Export.table's)."""
     return harness.table_digest(url, TODO_LINES.format(ts=CREATED if with_created_at else ""))
 
 
 def template(bench: harness.Bench) -> str:
-    """A migrated template with users 1..USERS (owner id = n + 1) and the shop's tables with
-    their PARENTS: its name."""
-    name, url = bench.template(shop=True)
-    for table, (columns, rows) in {"users": (("email", "name"), [(email(n), f"User {n}") for n in range(USERS)]),
-                                   **PARENTS}.items():
-        path = bench.args.work_dir / f"{table}.tsv"
-        path.write_text("".join("\t".join(r) + "\n" for r in rows))
-        bench.copy(url, table, columns, path)
-    return name
+    """A migrated template with users 1..USERS (owner id = n + 1) and the shop's PARENTS: its url."""
+    url = bench.template()
+    users = (("email", "name"), [(email(n), f"User {n}") for n in range(USERS)])
+    for table, (columns, rows) in {"users": users, **PARENTS}.items():
+        bench.copy(url, table, columns, harness.write_tsv(bench.args.work_dir / f"{table}.tsv", rows))
+    return url
+
+
+def duplicate(f: list[str], rng: random.Random, line: int, good: list[tuple[int, list[str]]]) -> list[str]:
+    """An earlier loaded row up to 100,000 lines back (mostly in another chunk), with another status."""
+    lo = min(bisect.bisect_left(good, (line - 100_000,)), len(good) - 1)
+    _, orig = good[rng.randrange(lo, len(good))]
+    return [orig[0], STATUSES[(STATUSES.index(orig[1]) + 1) % 4], orig[2], *orig[3:]]
+
+
+SPOILS: dict[str, Callable[..., list[str]]] = {  # bad kind -> (fields, rng, line, good rows) -> its fields
+    "empty_title": lambda f, rng, line, good: [rng.choice(["", "   "]), *f[1:]],
+    "long_title": lambda f, rng, line, good: [("long, \"quoted\" " * 20)[: rng.randint(201, 260)], *f[1:]],
+    "bad_status": lambda f, rng, line, good: [f[0], rng.choice(["done", "Doing", "activ", "4"]), *f[2:]],
+    "unknown_owner": lambda f, rng, line, good: [*f[:2], f"ghost{line}@example.invalid", *f[3:]],
+    "field_count": lambda f, rng, line, good: f[:2] if rng.random() < 0.5 else [*f, "extra"],
+    "bad_created_at": lambda f, rng, line, good: [*f[:3], rng.choice(["2025-02-30T10:00:00Z", "yesterday",
+                                                                      "2025-13-01"])],
+    "duplicate": duplicate,
+}
 
 
 @dataclass
@@ -59,37 +69,34 @@ class Export:
 
     csv: Path
     rows: int
-    with_created_at: bool
-    mode: str
+    with_created_at: bool = True
+    mode: str = "insert"
     target: str = "todos"  # bulkops import --table
     rejected: dict[int, str] = field(default_factory=dict)  # line -> kind
     skipped: int = 0
     updated: int = 0
     table: list[str] = field(default_factory=list)  # expected todos, as todos_digest's lines
-    copy_tsv: Path | None = None  # the rows the pass inserts (todos: TODO_COLUMNS, products: PRODUCT_COPY)
+    copy_tsv: Path | None = None  # what the pass inserts (todos: TODO_COLUMNS, products: PRODUCT_COPY)
     preload_tsv: Path | None = None  # rows already in the table before the import
     copy_rows: int = 0
 
 
-def generate(
-    folder: Path, name: str, rows: int, bad: float = 0.0, existing: float = 0.0,
-    forbidden: float = 0.0, mode: str = "insert", with_created_at: bool = True, seed: int = 9,
-) -> Export:
+def generate(folder: Path, name: str, rows: int, bad: float = 0.0, existing: float = 0.0,
+             forbidden: float = 0.0, mode: str = "insert", with_created_at: bool = True,
+             seed: int = 9) -> Export:
     """Write ``name.csv`` (+ TSVs) and compute the sequential expectation for ``mode``."""
     rng = random.Random(f"{seed}:{name}:{rows}")
-    ex = Export(folder / f"{name}.csv", rows, with_created_at, mode)
-    ex.copy_tsv, ex.preload_tsv = folder / f"{name}.copy.tsv", folder / f"{name}.preload.tsv"
-    good_lines: list[tuple[int, list[str]]] = []  # (line, fields) of loaded rows, for duplicates
-    kinds = [k for k in BAD_KINDS if with_created_at or k != "bad_created_at"]
-    table: dict[tuple[str, str], str] = {}
-    header = ["title", "status", "owner_email"] + (["created_at"] if with_created_at else [])
+    ex = Export(folder / f"{name}.csv", rows, with_created_at, mode,
+                copy_tsv=folder / f"{name}.copy.tsv", preload_tsv=folder / f"{name}.preload.tsv")
+    good: list[tuple[int, list[str]]] = []  # (line, fields) of loaded rows, for duplicates
+    kinds = [k for k in SPOILS if with_created_at or k != "bad_created_at"]
+    table: dict[tuple[str, str], str] = {}  # (email, title) -> todos_digest's line
     with ex.csv.open("w", newline="", encoding="utf-8") as f, ex.copy_tsv.open("w") as cp, \
             ex.preload_tsv.open("w") as pre:
         out = csv.writer(f, lineterminator="\n")
-        out.writerow(header)
+        out.writerow(["title", "status", "owner_email", "created_at"][:3 + with_created_at])
         for i in range(rows):
-            line = i + 2
-            owner = rng.randrange(USERS)
+            line, owner = i + 2, rng.randrange(USERS)
             words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6)))
             title = f"{words} #{i}"
             if i % 7 == 0:
@@ -98,37 +105,51 @@ def generate(
                 title = f"forbidden {title}"
             status = rng.choice(STATUSES)
             created = f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:{i % 59:02d}Z"
-            fields = [title, status, email(owner)] + ([created] if with_created_at else [])
-            kind = None
+            fields = [title, status, email(owner), created][:3 + with_created_at]
+            kind = "db_refused" if "forbidden" in title else None
             if rng.random() < bad:
                 kind = kinds[rng.randrange(len(kinds))]
-                if kind == "duplicate" and not good_lines:
-                    kind = "bad_status"
-                fields = _spoil(kind, fields, rng, good_lines, line)
-            elif "forbidden" in title:
-                kind = "db_refused"
+                kind = "bad_status" if kind == "duplicate" and not good else kind
+                fields = SPOILS[kind](fields, rng, line, good)
             out.writerow(fields)
             if kind:
                 ex.rejected[line] = kind
                 continue
-            good_lines.append((line, fields))
-            key = (email(owner), title)
-            row = f"{tsv(title)}\t{{}}\t{owner + 1}\t{{}}\n"
-            table[key] = f"{key[0]}\t{title}\t{status}" + (f"\t{created[:-1]}" if with_created_at else "")
+            good.append((line, fields))
+            row = f"{tsv(title)}\t{{}}\t{owner + 1}\t{{}}\n"  # a COPY line: status, created_at
+            key, ends = (email(owner), title), (status, created)
             if rng.random() < existing:  # already in the table, with another status and created_at
-                old_status = STATUSES[(STATUSES.index(status) + 1) % 4]
-                pre.write(row.format(old_status, "2024-01-01T00:00:00Z"))
-                if mode != "upsert":
-                    table[key] = f"{key[0]}\t{title}\t{old_status}" + ("\t2024-01-01T00:00:00" if with_created_at else "")
-                if mode == "insert":
-                    ex.rejected[line] = "exists"
+                old = (STATUSES[(STATUSES.index(status) + 1) % 4], "2024-01-01T00:00:00Z")
+                pre.write(row.format(*old))
+                ends = ends if mode == "upsert" else old
+                ex.rejected.update({line: "exists"} if mode == "insert" else {})
                 ex.skipped += mode == "skip"
                 ex.updated += mode == "upsert"
-                continue
-            cp.write(row.format(status, created))
-            ex.copy_rows += 1
+            else:
+                cp.write(row.format(*ends))
+                ex.copy_rows += 1
+            table[key] = "\t".join([*key, ends[0], ends[1][:-1]][:3 + with_created_at])
     ex.table = list(table.values())
     return ex
+
+
+def check(url: str, job: harness.Job, ex: Export) -> list[str]:
+    """The table, the rejected lines and the counters against the sequential expectation."""
+    lines = [r[0] for r in harness.query(url, "SELECT line FROM job_rejects WHERE job_id = %s",
+                                         (job["id"],))]
+    got, want = set(lines), set(ex.rejected)
+    missing = collections.Counter(ex.rejected[ln] for ln in want - got)
+    n, md5 = todos_digest(url, ex.with_created_at)
+    counts = [job[f"rows_{c}"] for c in ("read", "updated", "skipped")]
+    expected = [ex.rows, ex.updated, ex.skipped]
+    return [message for failed, message in [
+        (len(lines) != len(got), f"{len(lines) - len(got)} lines rejected more than once"),
+        (got != want, f"{len(want - got)} expected rejects missing (by kind {dict(missing)}), "
+                      f"{len(got - want)} unexpected, e.g. lines {sorted(got - want)[:5]}"),
+        ((n, md5) != harness.digest(ex.table),
+         f"table differs from the sequential pass ({n:,} rows, want {len(ex.table):,})"),
+        (counts != expected, f"read/updated/skipped {counts}, want {expected}"),
+    ] if failed]
 
 
 # --- products (tests/example_shop) ------------------------------------------------------
@@ -139,88 +160,38 @@ PARENTS = {  # table -> columns, rows (ids 1.. in this order)
     "shop_suppliers": (("code", "name"), [(f"S{i:02d}", f"Supplier {i}") for i in range(50)]),
     "shop_warehouses": (("region", "code", "city"), [(r, f"w{i}", "Lyon") for r in ("eu", "us") for i in range(5)]),
 }
-PRODUCT_FILE = ("sku", "ref", "name", "price", "status", "attributes", "tags", "released_on", "in_stock",
-                "weight_kg", "stock", "category_slug", "supplier", "warehouse_region", "warehouse_code", "created_at")
+PRODUCT_FILE = ("sku", "ref", "name", "price", "status", "attributes", "tags", "released_on", "in_stock", "weight_kg",
+                "stock", "category_slug", "supplier", "warehouse_region", "warehouse_code", "created_at")
 PRODUCT_COPY = (*PRODUCT_FILE[:11], "category_id", "supplier_id", "warehouse_id", "created_at")
 PRODUCT_LINES = f"SELECT ROW({', '.join(PRODUCT_COPY)})::text AS line FROM shop_products"
 
 
-def product_rows(n: int, seed: int = 1) -> Iterator[dict[str, str]]:
-    """Products as a file carries them: every tenth with its optional values empty."""
+def products(folder: Path, name: str, rows: int, seed: int = 1) -> Export:
+    """Write ``name.csv`` of products (every tenth with its optional values empty) and ``name.copy.tsv``,
+    the same rows with the parents' ids (category, supplier, warehouse) for the file's natural keys."""
     rng = random.Random(seed)
-    for i in range(n):
-        sparse, warehouse = i % 10 == 0, rng.randrange(10)
-        yield {
-            "sku": str(uuid.UUID(int=rng.getrandbits(128))), "ref": f"R-{i:08d}",
-            "name": f"Product {i}, \"{rng.choice(WORDS)}\"", "price": f"{rng.randrange(100, 100_000) / 100:.2f}",
-            "status": rng.choice(("draft", "active", "discontinued")),
-            "attributes": json.dumps({"colour": rng.choice(("red", "blue")), "size": rng.randrange(40)}),
-            "tags": "" if sparse else json.dumps(rng.sample(WORDS, 2)),
-            "released_on": "" if sparse else f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}",
-            "in_stock": rng.choice(("true", "false")), "weight_kg": "" if sparse else f"{rng.random() * 10:.3f}",
-            "stock": str(rng.randrange(1000)), "category_slug": f"cat-{rng.randrange(20):02d}",
-            "supplier": f"S{rng.randrange(50):02d}", "warehouse_region": "" if sparse else ("eu", "us")[warehouse // 5],
-            "warehouse_code": "" if sparse else f"w{warehouse % 5}",
-            "created_at": f"2025-03-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z",
-        }
-
-
-def products(folder: Path, name: str, rows: int) -> Export:
-    """Write ``name.csv`` of products and ``name.copy.tsv``, the same rows with the parents' ids."""
-    ex = Export(folder / f"{name}.csv", rows, True, "insert", "products", copy_tsv=folder / f"{name}.copy.tsv",
-                copy_rows=rows)
+    ex = Export(folder / f"{name}.csv", rows, target="products", copy_tsv=folder / f"{name}.copy.tsv", copy_rows=rows)
     with ex.csv.open("w", newline="") as f, ex.copy_tsv.open("w") as t:  # type: ignore[union-attr]
         out = csv.DictWriter(f, PRODUCT_FILE, lineterminator="\n")
         out.writeheader()
-        for row in product_rows(rows):
+        for i in range(rows):
+            sparse, warehouse = i % 10 == 0, rng.randrange(10)
+            row = {
+                "sku": str(uuid.UUID(int=rng.getrandbits(128))), "ref": f"R-{i:08d}",
+                "name": f"Product {i}, \"{rng.choice(WORDS)}\"", "price": f"{rng.randrange(100, 100_000) / 100:.2f}",
+                "status": rng.choice(("draft", "active", "discontinued")),
+                "attributes": json.dumps({"colour": rng.choice(("red", "blue")), "size": rng.randrange(40)}),
+                "tags": "" if sparse else json.dumps(rng.sample(WORDS, 2)),
+                "released_on": "" if sparse else f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}",
+                "in_stock": rng.choice(("true", "false")), "weight_kg": "" if sparse else f"{rng.random() * 10:.3f}",
+                "stock": str(rng.randrange(1000)), "category_slug": f"cat-{rng.randrange(20):02d}",
+                "supplier": f"S{rng.randrange(50):02d}",
+                "warehouse_region": "" if sparse else ("eu", "us")[warehouse // 5],
+                "warehouse_code": "" if sparse else f"w{warehouse % 5}",
+                "created_at": f"2025-03-{1 + i % 28:02d}T{i % 24:02d}:{i % 60:02d}:00Z",
+            }
             out.writerow(row)
-            region, code = row["warehouse_region"], row["warehouse_code"]
-            ids = (int(row["category_slug"][4:]) + 1, int(row["supplier"][1:]) + 1,
-                   ("eu", "us").index(region) * 5 + int(code[1:]) + 1 if region else None)
-            t.write("\t".join(map(tsv, [v or None for v in list(row.values())[:11]] + [*ids, row["created_at"]])))
+            ids = [int(row["category_slug"][4:]) + 1, int(row["supplier"][1:]) + 1, None if sparse else warehouse + 1]
+            t.write("\t".join(map(tsv, [v or None for v in list(row.values())[:11]] + ids + [row["created_at"]])))
             t.write("\n")
     return ex
-
-
-def _spoil(kind: str, fields: list[str], rng: random.Random, good: list[tuple[int, list[str]]],
-           line: int) -> list[str]:
-    f = list(fields)
-    if kind == "empty_title":
-        f[0] = rng.choice(["", "   "])
-    elif kind == "long_title":
-        f[0] = ("long, \"quoted\" " * 20)[: rng.randint(201, 260)]
-    elif kind == "bad_status":
-        f[1] = rng.choice(["done", "Doing", "activ", "4"])
-    elif kind == "unknown_owner":
-        f[2] = f"ghost{line}@example.invalid"
-    elif kind == "field_count":
-        f = f[:2] if rng.random() < 0.5 else f + ["extra"]
-    elif kind == "bad_created_at":
-        f[3] = rng.choice(["2025-02-30T10:00:00Z", "yesterday", "2025-13-01"])
-    elif kind == "duplicate":  # an earlier loaded row up to 100,000 lines back: mostly another chunk
-        lo = min(bisect.bisect_left(good, (line - 100_000,)), len(good) - 1)
-        _, orig = good[rng.randrange(lo, len(good))]
-        f = [orig[0], STATUSES[(STATUSES.index(orig[1]) + 1) % 4], orig[2], *orig[3:]]
-    return f
-
-
-def check(url: str, job: dict, ex: Export) -> list[str]:
-    """The table and the rejected lines against the sequential expectation."""
-    fails = []
-    lines = [r[0] for r in harness.query(url, "SELECT line FROM job_rejects WHERE job_id = %s", (job["id"],))]
-    got, want = set(lines), set(ex.rejected)
-    if len(lines) != len(got):
-        fails.append(f"{len(lines) - len(got)} lines rejected more than once")
-    if got != want:
-        kinds: dict[str, int] = {}
-        for ln in want - got:
-            kinds[ex.rejected[ln]] = kinds.get(ex.rejected[ln], 0) + 1
-        fails.append(f"{len(want - got)} expected rejects missing (by kind {kinds}), "
-                     f"{len(got - want)} unexpected, e.g. lines {sorted(got - want)[:5]}")
-    if todos_digest(url, ex.with_created_at) != harness.digest(ex.table):
-        n = todos_digest(url, ex.with_created_at)[0]
-        fails.append(f"table differs from the sequential pass ({n:,} rows, want {len(ex.table):,})")
-    if job["rows_read"] != ex.rows or job["rows_skipped"] != ex.skipped or job["rows_updated"] != ex.updated:
-        fails.append(f"read/updated/skipped {job['rows_read']}/{job['rows_updated']}/"
-                     f"{job['rows_skipped']}, want {ex.rows}/{ex.updated}/{ex.skipped}")
-    return fails

@@ -1,7 +1,7 @@
-"""The benchmarks' harness: databases, a Redis database, worker subprocesses, timing, the report.
+"""The benchmarks' harness: databases, a Redis database, workers, timing, the report.
 
-The product runs only as subprocesses (``bulkops``, ``celery -A worker worker``/``beat``),
-configured by their environment: :meth:`Bench.env` is the one place that says how.
+The product runs only as subprocesses (``bulkops``; celery workers and beat through
+``worker.supervisor``), configured by their environment: :meth:`Bench.env` is the one place.
 """
 
 from __future__ import annotations
@@ -16,25 +16,32 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import redis
+import sqlalchemy
+
+from worker import supervisor
+from worker.config import sqlalchemy_url
+from worker.db import pg_copy_text as tsv  # a value in COPY text format
+from worker.queues import QUEUES
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"  # the tests' Redis claims and the example shop
 sys.path.insert(0, str(TESTS))
-from redis_claims import claimed_db  # noqa: E402
-from redis_claims import refresh as refresh_claim  # noqa: E402
+import redis_claims  # noqa: E402
 
-BIN = Path(sys.executable).parent
-QUEUES = ("imports", "updates", "maintenance")
 NAN = float("nan")
 Proc = subprocess.Popen[bytes]
 Job = dict[str, Any]
+Table = tuple[Sequence[str], Sequence[Sequence[Any]]]  # headers, rows
+RUNS = {"label": "", "state": "state", "s": "worker s", "rows_s": "rows/s", "base_s": "baseline s",
+        "x_base": "x baseline", "plan_s": "plan s", "redos": "redos", "deadlocks": "deadlocks",
+        "rss_mb": "RSS MB"}  # job key -> its column in the runs table
 
 
 def log(message: str) -> None:
@@ -53,33 +60,30 @@ def parser(doc: str | None, chunk_size: int = 20_000) -> argparse.ArgumentParser
     return p
 
 
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values) if values else NAN
-
-
 class Bench:
-    """One bench run: its databases (``bench_*``), a Redis database claimed as the tests claim
-    theirs (from db 1 up; tests go from 15 down), its processes. ``settings``: environment
-    variables for every subprocess."""
+    """One bench run: its databases (``bench_*``), a Redis database claimed as the tests claim theirs (from
+    db 1 up; tests go from 15 down), its processes, jobs and failed checks; ``settings``: every subprocess's."""
 
     def __init__(self, args: argparse.Namespace, **settings: Any) -> None:
         self.args, self.settings = args, settings
         self.tag = f"{os.getpid()}_{time.strftime('%H%M%S')}"
         self.databases: list[str] = []
         self.procs: list[Proc] = []
+        self.jobs: list[Job] = []  # every race's, for the report
+        self.failures: list[str] = []
         self._claim = contextlib.ExitStack()
         args.work_dir.mkdir(parents=True, exist_ok=True)
 
     def __enter__(self) -> Bench:
-        self.redis_url = self._claim.enter_context(claimed_db(self.args.redis_base, range(1, 16)))
+        self.redis_url = self._claim.enter_context(
+            redis_claims.claimed_db(self.args.redis_base, range(1, 16)))
         if self.redis_url is None:
             raise SystemExit("no free Redis database on the server: every one is claimed")
         log(f"Redis for the bench: {self.redis_url}")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for proc in list(self.procs):
-            self.stop(proc)
+        supervisor.stop_processes(self.procs)
         for db in reversed(self.databases):
             with contextlib.suppress(psycopg2.Error):
                 self.drop(db)
@@ -88,68 +92,58 @@ class Bench:
 
     def refresh(self) -> None:
         """Keep the claim; empty the queues (nothing of a previous phase runs)."""
-        refresh_claim(self.redis_url)
+        redis_claims.refresh(self.redis_url)
         with contextlib.closing(redis.Redis.from_url(self.redis_url)) as r:
             r.delete(*QUEUES, "unacked", "unacked_index", "unacked_mutex")
 
     def env(self, url: str, **extra: Any) -> dict[str, str]:
-        """The settings of a subprocess of the product: only its environment."""
+        """A subprocess's settings: only its environment."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "BULKOPS_"))}
-        env.update(DATABASE_URL=url, REDIS_URL=self.redis_url, BULKOPS_IMPORT_ROOT=str(self.args.work_dir))
-        env.update({k: str(v) for k, v in {"BULKOPS_CHUNK_SIZE": self.args.chunk_size, **self.settings,
-                                            **extra}.items()})
-        return env
-
-    # --- databases --------------------------------------------------------------------
+        settings = {"BULKOPS_CHUNK_SIZE": self.args.chunk_size, **self.settings, **extra}
+        return env | {k: str(v) for k, v in settings.items()} | {
+            "DATABASE_URL": url, "REDIS_URL": self.redis_url, "BULKOPS_IMPORT_ROOT": str(self.args.work_dir)}
 
     def database(self, role: str, template: str | None = None) -> str:
-        """A fresh database (a clone of ``template``, else empty); dropped at the end."""
+        """A fresh database (a clone of ``template``, a name or url), dropped at the end: its url."""
         name = f"bench_{role}_{self.tag}"
         self.drop(name)
-        query(self.args.admin_url, f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""),
-              autocommit=True)
+        clone = f' TEMPLATE "{dbname(template)}"' if template else ""
+        query(self.args.admin_url, f'CREATE DATABASE "{name}"{clone}', autocommit=True)
         self.databases += [] if name in self.databases else [name]
         return urlunsplit(urlsplit(self.args.admin_url)._replace(path=f"/{name}"))
 
     def drop(self, *databases: str) -> None:
-        """Drop databases, by url or name."""
-        for db in databases:
+        for db in databases:  # names or urls
             query(self.args.admin_url, f'DROP DATABASE IF EXISTS "{dbname(db)}" WITH (FORCE)', autocommit=True)
 
-    def template(self, shop: bool = False) -> tuple[str, str]:
-        """A migrated database to clone from (with tests/example_shop's tables too): (name, url)."""
+    def template(self) -> str:
+        """A migrated database to clone from, with tests/example_shop's tables too: its url."""
+        from example_shop import migrate  # the shop's own Alembic migrations
+
         url = self.database("tpl")
         self.cli(url, "migrate")
-        if shop:
-            from example_shop import migrate  # the shop's own Alembic migrations
-
-            migrate.upgrade(url)
-        return dbname(url), url
+        migrate.upgrade(url)
+        return url
 
     def copy(self, url: str, table: str, columns: Sequence[str], path: Path) -> float:
         """``psql \\copy`` of a TSV file; wall seconds."""
-        started = time.perf_counter()
-        subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c",
-                        f"\\copy {table}({','.join(columns)}) from '{path}'"], check=True)
-        return time.perf_counter() - started
-
-    # --- processes --------------------------------------------------------------------
+        return timed(subprocess.run, ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c",
+                                      f"\\copy {table}({','.join(columns)}) from '{path}'"], check=True)
 
     def cli(self, url: str, *argv: str, **extra: Any) -> str:
         """Run ``bulkops ARGV`` against ``url``; its stdout."""
-        out = subprocess.run([str(BIN / "bulkops"), *argv], env=self.env(url, **extra), cwd=REPO,
-                             capture_output=True, text=True)
+        out = subprocess.run([str(Path(sys.executable).parent / "bulkops"), *argv], cwd=REPO,
+                             env=self.env(url, **extra), capture_output=True, text=True)
         if out.returncode:
             raise RuntimeError(f"bulkops {' '.join(argv)}: exit {out.returncode}: {out.stderr[-800:]}")
         return out.stdout
 
     def start(self, url: str, what: str, log_name: str, **extra: Any) -> Proc:
-        """``celery -A worker worker`` (what='worker', once ready) or ``beat``, in its own process
-        group, logging to a fresh ``--work-dir/LOG_NAME.log``."""
-        cmd = [str(BIN / "celery"), "-A", "worker", what, "--loglevel=INFO"]
-        cmd += (["-c", str(self.args.concurrency), "-Q", ",".join(QUEUES), "-n", f"bench-{self.tag}-{len(self.procs)}@%h",
-                 "--without-gossip", "--without-mingle"] if what == "worker" else
-                ["-s", str(self.args.work_dir / f"beat-{self.tag}")])
+        """A worker (what='worker', once its pool is up) or beat, through ``worker.supervisor``:
+        its own process group, logging to a fresh ``--work-dir/LOG_NAME.log``."""
+        cmd = (supervisor.worker_command(f"bench-{self.tag}-{len(self.procs)}", self.args.concurrency)
+               if what == "worker" else
+               supervisor.celery_command("beat", "--loglevel=INFO", "-s", f"{self.args.work_dir}/beat-{self.tag}"))
         path = self.args.work_dir / f"{log_name}.log"
         with path.open("wb") as out:
             proc = subprocess.Popen(cmd, env=self.env(url, **extra), cwd=REPO, stdout=out,
@@ -165,56 +159,50 @@ class Bench:
         return proc
 
     def stop(self, proc: Proc, kill: bool = False) -> None:
-        """SIGTERM (or SIGKILL) to the process's whole group; wait for it."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        """Stop the process's whole group (SIGKILL at once with ``kill``); wait for it."""
+        if kill:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        supervisor.stop_processes([proc])
         self.procs.remove(proc)
-
-    # --- measuring ----------------------------------------------------------------------
 
     def submit(self, url: str, *argv: str, **extra: Any) -> int:
         return int(json.loads(self.cli(url, *argv, "--json", **extra))["id"])
 
     def wait(self, url: str, job_id: int, timeout: float = 7200) -> Job:
-        """Poll the ledger until the job finishes; its row, with ``s`` = created -> finished and
-        ``plan_s`` = claimed -> first chunk started (``job_chunks.committed_at`` is the chunk
-        transaction's start)."""
+        """The job's row once finished, with ``s`` = created -> finished and ``plan_s`` = claimed -> first
+        chunk started (``job_chunks.committed_at`` is the chunk transaction's start)."""
         deadline = time.monotonic() + timeout
-        while not (rows := query(url, "SELECT *, extract(epoch FROM finished_at - created_at)::float AS s, "
-                                 "(SELECT extract(epoch FROM min(c.committed_at) - j.started_at)::float "
-                                 " FROM job_chunks c WHERE c.job_id = j.id) AS plan_s "
-                                 "FROM jobs j WHERE id = %s AND finished_at IS NOT NULL", (job_id,), dicts=True)):
+        while not (rows := query(url, "SELECT *, extract(epoch FROM finished_at - created_at)::float AS s,"
+                                 " (SELECT extract(epoch FROM min(c.committed_at) - j.started_at)::float"
+                                 " FROM job_chunks c WHERE c.job_id = j.id) AS plan_s FROM jobs j"
+                                 " WHERE id = %s AND finished_at IS NOT NULL", (job_id,), dicts=True)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} not finished after {timeout} s")
             time.sleep(0.05)
         return rows[0]
 
     def run_job(self, url: str, label: str, *argv: str, **extra: Any) -> Job:
-        """``bulkops ARGV`` through a fresh worker; the job row with the worker's peak RSS per
-        process (VmHWM of each pool child) and its redone chunks (``retrying`` in its log)."""
+        """``bulkops ARGV`` through a fresh worker; the job row with the worker's peak RSS per process
+        (VmHWM of each pool child) and its redone chunks (``retrying`` in its log)."""
         self.refresh()
         proc = self.start(url, "worker", label, **extra)
         try:
             job = self.wait(url, self.submit(url, *argv, **extra))
-            job["rss_mb"] = max((vm_hwm_mb(pid) for pid in pool(proc)), default=0.0)
+            job["rss_mb"] = max(pool(proc).values(), default=0.0)
         finally:
             self.stop(proc)
         text = proc.log_path.read_text(errors="replace")  # type: ignore[attr-defined]
         job["redos"], job["deadlocks"] = text.count("retrying"), text.count("deadlock detected")
         return job
 
-    def race(self, template: str, label: str, baseline: Callable[[str], float], argv: Sequence[str], rows: int,
-             check: Callable[[Job, str, str], list[str]], prepare: Callable[[str], object] = lambda url: None,
-             base_rows: int | None = None, **extra: Any) -> tuple[Job, list[str]]:
-        """One run: ``baseline(url)`` (seconds) and ``bulkops ARGV``, each on a fresh clone of
-        ``template`` (``prepare``d first), then ``check(job, base_url, url)``: the job row, with
-        ``base_s``, ``rows_s`` and ``x_base`` (its rows/s / the baseline's ``base_rows``/s), and
-        the failed checks."""
+    def race(self, template: str, label: str, baseline: Callable[[str], float], argv: Sequence[str],
+             rows: int, check: Callable[[Job, str, str], list[str]],
+             prepare: Callable[[str], object] = lambda url: None, base_rows: int | None = None,
+             **extra: Any) -> Job:
+        """One run: ``baseline(url)`` (seconds) and ``bulkops ARGV``, each on a fresh clone of ``template``
+        (``prepare``d first), then ``check(job, base_url, url)``. The job row, with ``base_s``, ``rows_s``
+        and ``x_base`` (its rows/s over the baseline's ``base_rows``/s)."""
         base, url = self.database("base", template), self.database("work", template)
         prepare(base)
         base_s = baseline(base)
@@ -225,52 +213,80 @@ class Bench:
         log(f"{label}: worker {job['s']:.2f} s ({job['rows_s']:,.0f} rows/s, {job['state']}, rejected "
             f"{job['rows_rejected']:,}, redos {job['redos']}, RSS {job['rss_mb']:.0f} MB); baseline "
             f"{base_s:.2f} s: {job['x_base']:.2f}x")
-        fails = [f"{label}: {f}" for f in check(job, base, url)]
+        self.failures += [f"{label}: {f}" for f in check(job, base, url)]
         self.drop(base, url)
-        return job, fails
+        self.jobs.append(job)
+        return job
+
+    def median(self, key: str, *labels: str) -> float:
+        """The median of ``key`` over the races of these labels (default: every race)."""
+        return median([j[key] for j in self.jobs if not labels or j["label"] in labels])
+
+    def health(self, *happy: str) -> list[list[Any]]:
+        """Every race's goals (issue 9): no chunk redone on the path of the ``happy`` labels (default:
+        every race), worker peak RSS per process <= 150 MB."""
+        redos = max((j["redos"] for j in self.jobs if not happy or j["label"] in happy), default=NAN)
+        return [goal("chunks redone on the happy path (max)", redos, 0, lower_is_better=True, unit=""),
+                goal("worker peak RSS per process (max)", max((j["rss_mb"] for j in self.jobs), default=NAN), 150,
+                     lower_is_better=True, unit=" MB")]
+
+    def report(self, title: str, goals: Sequence[list[Any]], notes: Sequence[str] = (),
+               tables: Sequence[Table] = ()) -> int:
+        """:func:`report` with a row per race first (runs numbered per label), and the failed checks."""
+        labels = list(dict.fromkeys(j["label"] for j in self.jobs))
+        jobs = sorted(self.jobs, key=lambda j: labels.index(j["label"]))
+        runs = [[[i["label"] for i in jobs[:n + 1]].count(j["label"]), *(j[k] for k in RUNS)]
+                for n, j in enumerate(jobs)]
+        return report(title, [(["run", *RUNS.values()], runs), *tables], goals, self.failures, notes)
 
 
 def dbname(url_or_name: str) -> str:
     return urlsplit(url_or_name).path[1:] if "://" in url_or_name else url_or_name
 
 
-def pool(proc: Proc) -> list[int]:
-    """The pool children of a worker's main process."""
-    out: list[int] = []
-    with contextlib.suppress(OSError):
+def pool(proc: Proc) -> dict[int, float]:
+    """The pool children of a worker's main process: pid -> peak RSS (VmHWM) in MB."""
+    out: dict[int, float] = {}
+    with contextlib.suppress(OSError):  # the worker or a child is gone
         for task in os.listdir(f"/proc/{proc.pid}/task"):
-            out += [int(x) for x in Path(f"/proc/{proc.pid}/task/{task}/children").read_text().split()]
-    return sorted(set(out))
+            for pid in Path(f"/proc/{proc.pid}/task/{task}/children").read_text().split():
+                with contextlib.suppress(OSError):
+                    out[int(pid)] = int(Path(f"/proc/{pid}/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+    return out
 
 
-def vm_hwm_mb(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def query(url: str, sql: str, params: Sequence[Any] = (), dicts: bool = False, autocommit: bool = False) -> list[Any]:
-    conn = psycopg2.connect(url)
-    conn.autocommit = autocommit
-    try:
+def query(url: str, sql: str, params: Sequence[Any] = (), dicts: bool = False,
+          autocommit: bool = False) -> list[Any]:
+    """The rows of one statement, in a transaction of its own (or none: ``autocommit``)."""
+    with contextlib.closing(psycopg2.connect(url)) as conn:
+        conn.autocommit = autocommit
         with conn.cursor() as cur:
             cur.execute(sql, params or None)
             rows = cur.fetchall() if cur.description else []
-            if dicts:
-                rows = [dict(zip([d[0] for d in cur.description], r, strict=True)) for r in rows]
+            names = [d[0] for d in cur.description or ()]
         conn.commit()
-        return rows
-    finally:
-        conn.close()
+    return [dict(zip(names, r, strict=True)) for r in rows] if dicts else rows
 
 
-def tsv(value: Any) -> str:
-    """A value in COPY text format."""
-    if value is None:
-        return r"\N"
-    return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+def engine(url: str) -> Any:
+    """A SQLAlchemy engine without a pool, for what a bench runs in its own process."""
+    return sqlalchemy.create_engine(sqlalchemy_url(url), poolclass=sqlalchemy.pool.NullPool)
+
+
+def timed(fn: Callable[..., object], *args: Any, **kwargs: Any) -> float:
+    started = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - started
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else NAN
+
+
+def write_tsv(path: Path, rows: Iterable[Sequence[Any]]) -> Path:
+    with path.open("w") as f:
+        f.writelines("\t".join(map(tsv, row)) + "\n" for row in rows)
+    return path
 
 
 def table_digest(url: str, lines_sql: str) -> tuple[int, str]:
@@ -283,28 +299,6 @@ def table_digest(url: str, lines_sql: str) -> tuple[int, str]:
 def digest(lines: list[str]) -> tuple[int, str]:
     """The same digest computed in Python (str order is code-point order = UTF-8 byte order)."""
     return (len(lines), hashlib.md5("\n".join(sorted(lines)).encode()).hexdigest()) if lines else (0, "")
-
-
-# --- the report -------------------------------------------------------------------------
-
-RUNS = ["run", "", "state", "worker s", "rows/s", "baseline s", "x baseline", "plan s", "redos", "deadlocks", "RSS MB"]
-
-
-def runs_table(jobs: Sequence[Job]) -> tuple[list[str], list[list[Any]]]:
-    """A row per job (runs numbered per label)."""
-    labels = [j["label"] for j in jobs]
-    return RUNS, [[labels[:n + 1].count(j["label"]), j["label"], j["state"], j["s"], j["rows_s"], j["base_s"],
-                   j["x_base"], NAN if j["plan_s"] is None else j["plan_s"], j["redos"], j["deadlocks"], j["rss_mb"]]
-                  for n, j in enumerate(jobs)]
-
-
-def health(jobs: Sequence[Job], happy: Sequence[Job] | None = None) -> list[list[Any]]:
-    """Every import's goals (issue 9): no chunk redone on the ``happy`` path (default: every
-    job), worker peak RSS per process <= 150 MB."""
-    redos = max((j["redos"] for j in (jobs if happy is None else happy)), default=NAN)
-    return [goal("chunks redone on the happy path (max)", redos, 0, lower_is_better=True, unit=""),
-            goal("worker peak RSS per process (max)", max((j["rss_mb"] for j in jobs), default=NAN), 150,
-                 lower_is_better=True, unit=" MB")]
 
 
 def goal(name: str, value: float, must: float, aim: float | None = None, lower_is_better: bool = False,
@@ -320,28 +314,25 @@ def goal(name: str, value: float, must: float, aim: float | None = None, lower_i
             "met" if met else "MISSED", verdict]
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "-" if v != v else (f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.2f}")
-        return f"{v:,}" if isinstance(v, int) else str(v)
-
-    cells = [list(map(str, headers))] + [[cell(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    for n, r in enumerate(cells):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
-        if n == 0:
-            print("  ".join("-" * w for w in widths))
+def cell(v: Any) -> str:
+    if v is None or v != v:  # not measured (None or NaN)
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.2f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def report(title: str, tables: Sequence[tuple[Sequence[str], Sequence[Sequence[Any]]]],
-           goals: Sequence[list[Any]] = (), failures: Sequence[str] = (), notes: Sequence[str] = ()) -> int:
-    """The one report: every run, the goals, the notes, correctness; the exit code."""
+def report(title: str, tables: Sequence[Table], goals: Sequence[list[Any]] = (),
+           failures: Sequence[str] = (), notes: Sequence[str] = ()) -> int:
+    """The one report: every table, the goals, the notes, correctness; the exit code."""
     print(f"\n{title}\n{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
-    for table in [*tables, (["goal (medians)", "measured", "must", "", "verdict"], goals)]:
-        if table[1]:
+    for headers, rows in [*tables, (["goal (medians)", "measured", "must", "", "verdict"], goals)]:
+        if rows:
+            cells = [list(map(str, headers))] + [[cell(c) for c in r] for r in rows]
+            widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
             print()
-            print_table(*table)
+            for r in [cells[0], ["-" * w for w in widths], *cells[1:]]:
+                print("  ".join([r[0].ljust(widths[0]), *map(str.rjust, r[1:], widths[1:])]))
     if notes:
         print(*notes, sep="\n")
     if failures:

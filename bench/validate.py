@@ -3,12 +3,9 @@
     python bench/validate.py                  # 20,000 rows (one chunk) per file, best of 5
     python bench/validate.py --rows 100000 --runs 3
 
-No services. bench/exports.py's 1%-bad todos file and its products file (tests/example_shop,
-16 columns), each read once with ``worker.parsing`` into records; then, interleaved round by
-round, fastest run of each: ``RowValidator`` (derived from the SQLModel columns, what imports
-run), ``PydanticValidator`` (a ``TypeAdapter(list[TypedDict])`` over the same columns, one call
-per chunk), bare conversions (``int``, ``Decimal``, ``uuid.UUID``… without limits or messages:
-the floor) and parsing alone. Exit 1 if derived and pydantic accept different lines.
+No services. bench/exports.py's 1%-bad todos and products files, each parsed once; round by round, the
+fastest run of ``RowValidator`` (what imports run), ``PydanticValidator``, bare conversions (the floor) and
+parsing alone. Exit 1 if derived and pydantic accept different lines. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -27,21 +24,28 @@ from typing import Any
 
 import exports
 import harness
-from harness import log
+from example_shop.bulk import targets as shop
 
-BARE: dict[str, Callable[[str], Any]] = {
-    "str": str, "int": int, "float": float, "decimal": Decimal, "bool": lambda v: v.lower() in ("true", "t", "1"),
-    "date": date.fromisoformat, "datetime": datetime.fromisoformat, "uuid": uuid.UUID, "enum": str,
-    "json": json.loads,
+from worker import parsing
+from worker.target_rows import PydanticValidator, RowValidator, TypedRow
+from worker.targets import Registry, TargetSpec, builtin_targets
+
+BARE: dict[str, Callable[[str], Any]] = {  # column kind -> a conversion without limits, defaults or messages
+    "str": str, "int": int, "float": float, "decimal": Decimal, "date": date.fromisoformat,
+    "bool": lambda v: v.lower() in ("true", "t", "1"), "datetime": datetime.fromisoformat,
+    "uuid": uuid.UUID, "enum": str, "json": json.loads,
 }
+DERIVED, PYDANTIC = "derived (RowValidator)", "pydantic TypeAdapter(list[TypedDict])"
 
 
-def bare(spec: Any) -> Callable[[list[Any]], tuple[list[Any], list[Any]]]:
-    from worker.target_rows import TypedRow
-
+def compare(name: str, spec: TargetSpec, path: Path, runs: int) -> tuple[harness.Table, list[str]]:
+    """Time each way on ``path``'s records: the report's table, the failed checks."""
+    header, _ = parsing.read_header(path, "csv")
+    (span,) = parsing.plan_chunks(path, "csv", 10**9)
+    records = list(parsing.read_chunk(path, "csv", span, header))
     columns = [(c.name, BARE[c.kind]) for c in spec.columns]
 
-    def validate(records: list[Any]) -> tuple[list[Any], list[Any]]:
+    def bare() -> tuple[list[TypedRow], list[Any]]:
         rows, errors = [], []
         for rec in records:
             try:
@@ -51,48 +55,26 @@ def bare(spec: Any) -> Callable[[list[Any]], tuple[list[Any], list[Any]]]:
                 errors.append(rec)
         return rows, errors
 
-    return validate
-
-
-def parse(path: Path) -> Callable[[], tuple[list[Any], list[Any]]]:
-    from worker import parsing
-
-    header, _ = parsing.read_header(path, "csv")
-    (span,) = parsing.plan_chunks(path, "csv", 10**9)
-
-    def read() -> tuple[list[Any], list[Any]]:
-        records = list(parsing.read_chunk(path, "csv", span, header))
-        return [r for r in records if r.values is not None], records
-
-    return read
-
-
-def compare(name: str, spec: Any, path: Path, runs: int) -> tuple[tuple[list[str], list[list[Any]]], list[str]]:
-    """Time each way on ``path``'s records: the report's table, the failed checks."""
-    from worker.target_rows import PydanticValidator, RowValidator
-
-    read = parse(path)
-    records = read()[1]
-    derived, pyd, floor = RowValidator(spec), PydanticValidator(spec), bare(spec)
-    ways: dict[str, Callable[[], tuple[list[Any], list[Any]]]] = {
-        "derived (RowValidator)": lambda: derived.validate(records, dedupe=False),
-        "pydantic TypeAdapter(list[TypedDict])": lambda: pyd.validate(records),
-        "bare conversions, no checks": lambda: floor(records),
-        "parse only (worker.parsing)": read,
+    derived, pydantic = RowValidator(spec), PydanticValidator(spec)
+    ways: dict[str, Callable[[], tuple[list[Any], Any]]] = {  # each way -> (accepted, the rest)
+        DERIVED: lambda: derived.validate(records, dedupe=False),
+        PYDANTIC: lambda: pydantic.validate(records),
+        "bare conversions, no checks": bare,
+        "parse only (worker.parsing)": lambda: (
+            [r for r in parsing.read_chunk(path, "csv", span, header) if r.values is not None], None),
     }
     best: dict[str, float] = {}
     accepted: dict[str, set[int]] = {}
     for _ in range(runs):
         for way, fn in ways.items():
             started = time.perf_counter()
-            rows, _errors = fn()
+            rows = fn()[0]
             best[way] = min(best.get(way, float("inf")), time.perf_counter() - started)
             accepted[way] = {r.line for r in rows}
-    base = best["derived (RowValidator)"]
-    table = ([f"{name}: {len(spec.columns)} columns, {len(records):,} records", "rows/s", "x derived", "accepted"],
-             [[way, len(records) / t, base / t, len(accepted[way])] for way, t in best.items()])
-    diff = accepted["derived (RowValidator)"] ^ accepted["pydantic TypeAdapter(list[TypedDict])"]
-    return table, [f"{name}: derived and pydantic accept different lines, e.g. {sorted(diff)[:5]}"] if diff else []
+    headers = [f"{name}: {len(spec.columns)} columns, {len(records):,} records", "rows/s", "x derived", "accepted"]
+    table = [[way, len(records) / t, best[DERIVED] / t, len(accepted[way])] for way, t in best.items()]
+    diff = sorted(accepted[DERIVED] ^ accepted[PYDANTIC])
+    return (headers, table), [f"{name}: derived and pydantic accept different lines, e.g. {diff[:5]}"] if diff else []
 
 
 def main() -> int:
@@ -100,15 +82,11 @@ def main() -> int:
     p.add_argument("--rows", type=int, default=20_000)
     p.add_argument("--runs", type=int, default=5)
     args = p.parse_args()
-    from example_shop.bulk import targets as shop
-
-    from worker.targets import Registry, builtin_targets
-
     with tempfile.TemporaryDirectory() as tmp:
-        todos = exports.generate(Path(tmp), "validate", args.rows, bad=0.01)
+        todos = exports.generate(Path(tmp), "validate", args.rows, bad=0.01).csv
         products = exports.products(Path(tmp), "validate-products", args.rows).csv
-        log(f"{args.rows:,} rows per file; best of {args.runs} rounds")
-        results = [compare("todos (1% bad)", Registry(builtin_targets()).get("todos"), todos.csv, args.runs),
+        harness.log(f"{args.rows:,} rows per file; best of {args.runs} rounds")
+        results = [compare("todos (1% bad)", Registry(builtin_targets()).get("todos"), todos, args.runs),
                    compare("products", Registry(shop).get("products"), products, args.runs)]
     return harness.report(f"validation bench: {args.rows:,} rows per file, best of {args.runs} rounds",
                           [table for table, _ in results], failures=[f for _, fails in results for f in fails],

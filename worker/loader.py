@@ -4,7 +4,13 @@
 
 1. **Optimistic COPY** straight into the table in a savepoint. When nothing
    conflicts and nothing is refused (a fresh load) that is all: raw COPY speed.
-2. Otherwise COPY into a temporary staging table, then, set-based:
+2. When that COPY meets existing keys (a re-import, a file that overlaps the
+   table), one query finds the rows whose key exists: the others take the
+   straight COPY, and only those are rejected (insert), skipped, or staged
+   and upserted. Each process remembers per table which way the last chunk
+   went, so the next starts there.
+3. Otherwise (the database refused rows, or the split COPY still met
+   something) COPY into a temporary staging table, then, set-based:
 
    - evaluate the table's own CHECK and FOREIGN KEY constraints, read from
      the catalog, over the staged rows (one query each): rows they refuse
@@ -14,7 +20,7 @@
      against concurrent writers, so a key committed meanwhile is a conflict,
      never a lost update.
 
-3. If that statement still fails (a trigger that raises, an exclusion
+4. If that statement still fails (a trigger that raises, an exclusion
    constraint, a parent deleted meanwhile), the refused rows are **found by
    trial**: COPYs of the remaining rows in savepoints that are always rolled
    back, where the error names the refused line (``COPY todos, line N``) or,
@@ -43,7 +49,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from worker.db import copy_rows, savepoint
-from worker.errors import ConcurrencyConflict, DataError
+from worker.errors import ConcurrencyConflict, DataError, UniqueViolation
 from worker.ledger import RejectedRow
 
 # Rounds of "find the refused rows by trial, load the rest" before a chunk is
@@ -54,10 +60,11 @@ MAX_ROUNDS = 4
 # after a clean window. A refusal costs at most one window of re-sent rows.
 _MIN_WINDOW = 64
 
-# Per process and table: the last chunk met existing or refused rows, so the
-# next one goes to staging first instead of paying for an optimistic COPY that
-# will fail (re-imports and upserts conflict on every chunk; fresh loads never).
-_stage_first: dict[str, bool] = {}
+# Per process and table, how the last chunk had to load, so the next one starts
+# there: "copy" (a fresh load: straight COPY), "split" (it met existing keys: find
+# them with one query, COPY the others straight in), "stage" (the database refused
+# rows validation did not: staging and the set-based checks).
+_route: dict[str, str] = {}
 _CLOCKS = frozenset({"now()", "current_timestamp", "transaction_timestamp()", "localtimestamp"})
 
 Record = tuple[int, tuple[Any, ...]]  # (line, values in TableSpec.columns order)
@@ -102,6 +109,8 @@ class LoadOutcome:
     updated: int = 0
     skipped: int = 0
     rejects: list[RejectedRow] = field(default_factory=list)
+    existing: int = 0  # rows whose key was in the table (rejected, skipped or updated)
+    refused: int = 0  # rows the database refused (in ``rejects``)
 
 
 def load(
@@ -124,23 +133,109 @@ def load(
 def _load(
     session: Session, spec: TableSpec, records: Sequence[Record], raw: dict[int, str], mode: str
 ) -> LoadOutcome:
-    if not _stage_first.get(spec.table):
+    route = _route.get(spec.table, "copy")
+    if route == "copy":
         try:
             with savepoint(session):
                 inserted = _copy_new(session, spec, records)
             if inserted is not None:
                 return LoadOutcome(inserted=inserted)
+        except UniqueViolation:
+            route = "split"
         except DataError:
-            _stage_first[spec.table] = True
+            route = "stage"
+    if route == "split":
+        split = _load_split(session, spec, records, raw, mode)
+        if split is not None:
+            _route[spec.table] = "split" if split.existing else "copy"
+            return split
+    outcome = _load_staged(session, spec, records, raw, mode)
+    _route[spec.table] = "stage" if outcome.refused else "split" if outcome.existing else "copy"
+    return outcome
+
+
+def _load_split(
+    session: Session, spec: TableSpec, records: Sequence[Record], raw: dict[int, str], mode: str
+) -> LoadOutcome | None:
+    """Rows whose key exists one way, the others straight in by COPY; None: stage them all.
+
+    Most rows of a chunk that meets existing keys (a re-import, a file that
+    overlaps the table) are still new, and COPY is the fastest way in. Only
+    the existing ones are rejected (insert), skipped, or staged and upserted.
+    Anything the COPY still meets (a key committed meanwhile, a row the
+    database refuses) sends the whole chunk through staging instead.
+    """
+    found = _lines_with_existing_key(session, spec, records)
+    old = [r for r in records if r[0] in found]
+    new = [r for r in records if r[0] not in found]
+    try:
+        with savepoint(session):
+            inserted = _copy_new(session, spec, new) if new else 0
+    except DataError:
+        return None
+    if inserted is None:
+        return None
+    outcome = LoadOutcome(inserted=inserted, existing=len(old))
+    if mode == "skip":
+        outcome.skipped = len(old)
+    elif mode == "insert":
+        outcome.rejects = [
+            RejectedRow(line, spec.key_column, _exists_reason(spec), raw.get(line))
+            for line, _ in old
+        ]
+    elif old:
+        rest = _load_staged(session, spec, old, raw, mode)
+        outcome.inserted += rest.inserted
+        outcome.updated, outcome.skipped = rest.updated, rest.skipped
+        outcome.rejects, outcome.refused = rest.rejects, rest.refused
+    return outcome
+
+
+def _lines_with_existing_key(
+    session: Session, spec: TableSpec, records: Sequence[Record]
+) -> set[int]:
+    """The lines whose natural key is in the table now: one query, the keys bound as arrays."""
+    positions = [spec.columns.index(c) for c in spec.key]
+    keyed = [(ln, vs) for ln, vs in records if None not in [vs[i] for i in positions]]
+    if not keyed:
+        return set()
+    params: dict[str, Any] = {"lines": [line for line, _ in keyed]}
+    for n, i in enumerate(positions):  # as text, as COPY sends them, cast back by the server
+        params[f"k{n}"] = [v if type(v) is str else str(v) for v in (vs[i] for _, vs in keyed)]
+    arrays = ", ".join(f"CAST(:k{n} AS text[])" for n in range(len(positions)))
+    names = ", ".join(f"k{n}" for n in range(len(positions)))
+    match = " AND ".join(
+        f"t.{spec.key[n]} = CAST(u.k{n} AS {spec.types[i]})" for n, i in enumerate(positions)
+    )
+    rows = session.execute(
+        text(
+            f"SELECT u.line FROM unnest(CAST(:lines AS bigint[]), {arrays}) AS u(line, {names}) "
+            f"WHERE EXISTS (SELECT 1 FROM {spec.table} t WHERE {match})"
+        ),
+        params,
+    )
+    return {int(r[0]) for r in rows}
+
+
+def _exists_reason(spec: TableSpec) -> str:
+    return f"already exists: {spec.key_label} (use --mode skip or upsert)"
+
+
+def _load_staged(
+    session: Session, spec: TableSpec, records: Sequence[Record], raw: dict[int, str], mode: str
+) -> LoadOutcome:
+    """Staging, the constraints checked set-based, one loading statement; refused rows found."""
     outcome = LoadOutcome()
     staged = _stage(session, spec, records, raw, outcome)
     refused = _refused_by_constraints(session, spec)
+    if refused and mode != "upsert":  # an existing key is skipped or rejected as such,
+        existing = set(_existing_lines(session, spec))  # whatever its other values
+        refused = {line: why for line, why in refused.items() if line not in existing}
     _reject(session, spec, refused, raw, outcome)
     for _ in range(MAX_ROUNDS):
         try:
             with savepoint(session):
                 _insert_staged(session, spec, raw, mode, outcome)
-            _stage_first[spec.table] = bool(outcome.skipped or outcome.updated or outcome.rejects)
             return outcome
         except DataError:
             pass
@@ -262,6 +357,7 @@ def _reject(
     session.execute(
         text(f"DELETE FROM {spec.staging} WHERE line = ANY(:lines)"), {"lines": list(refused)}
     )
+    outcome.refused += len(refused)
     outcome.rejects += [
         RejectedRow(line, None, f"database: {message}", raw.get(line))
         for line, message in sorted(refused.items())
@@ -372,27 +468,35 @@ def _insert_staged(
         outcome.inserted += inserted
         outcome.updated += updated
         outcome.skipped += staged - inserted - updated  # identical rows: left alone
+        outcome.existing += staged - inserted
         return
     # ``=``, not IS NOT DISTINCT FROM: it lets PostgreSQL hash the anti-join
     # (measured: a nested loop over 20k x 20k rows took a minute per chunk).
     # A NULL in a key never conflicts, and natural keys here are NOT NULL.
+    # Rows whose key exists are left out before the insert: PostgreSQL checks a
+    # row's CHECK constraints before ON CONFLICT, and an existing key is skipped
+    # (or "already exists") whatever its other values. ON CONFLICT still catches
+    # a key committed meanwhile.
     match = " AND ".join(f"i.{k} = s.{k}" for k in spec.key)
+    exists = " AND ".join(f"t.{k} = s.{k}" for k in spec.key)
     conflicted = [
         int(r[0])
         for r in session.execute(
             text(
                 f"WITH i AS (INSERT INTO {spec.table} ({cols}) SELECT {values} FROM "
-                f"{spec.staging} ORDER BY {key} ON CONFLICT ({key}) DO NOTHING RETURNING {key}) "
+                f"{spec.staging} s WHERE NOT EXISTS (SELECT 1 FROM {spec.table} t WHERE {exists}) "
+                f"ORDER BY {key} ON CONFLICT ({key}) DO NOTHING RETURNING {key}) "
                 f"SELECT s.line FROM {spec.staging} s "
                 f"WHERE NOT EXISTS (SELECT 1 FROM i WHERE {match}) ORDER BY s.line"
             )
         )
     ]
     outcome.inserted += staged - len(conflicted)
+    outcome.existing += len(conflicted)
     if mode == "skip":
         outcome.skipped += len(conflicted)
     else:
-        reason = f"already exists: {spec.key_label} (use --mode skip or upsert)"
+        reason = _exists_reason(spec)
         outcome.rejects += [
             RejectedRow(line, spec.key_column, reason, raw.get(line)) for line in conflicted
         ]

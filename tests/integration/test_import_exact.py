@@ -124,8 +124,9 @@ def test_owner_deleted_after_the_lookup_is_one_reject(bulkops_env: dict[str, str
         assert r.raw == f"row {r.line}"
 
 
+@pytest.mark.parametrize("route", ["stage", "split"])
 def test_upsert_of_a_key_committed_meanwhile_applies_the_new_values(
-    bulkops_env: dict[str, str],
+    bulkops_env: dict[str, str], route: str
 ) -> None:
     # Given a key that another transaction inserts, uncommitted, while an upsert runs
     seed_users(ANN)
@@ -138,7 +139,7 @@ def test_upsert_of_a_key_committed_meanwhile_applies_the_new_values(
     result: dict[str, loader.LoadOutcome] = {}
 
     def upsert() -> None:
-        loader._stage_first["todos"] = True  # straight to the set-based statement
+        loader._route["todos"] = route  # as after a chunk that met existing or refused rows
         with db.session_scope() as s:
             records = [(2, ("k", "completed", ann, None)), (3, ("new", "active", ann, None))]
             result["outcome"] = loader.load(s, TODOS, records, {}, "upsert", False)
@@ -229,3 +230,51 @@ def test_a_file_replaced_after_planning_loads_nothing_new(
         with db.session_scope() as s:
             IMPORT.run_chunk(s, job, specs[0])
     assert todos() == []
+
+
+@pytest.mark.parametrize("mode", ["insert", "skip", "upsert"])
+def test_chunks_that_meet_existing_keys_split_and_stay_exact(
+    bulkops_env: dict[str, str], mode: str
+) -> None:
+    # Given a table with two keys, and a CHECK validation knows nothing of
+    seed_users(ANN)
+    with db.session_scope() as s:
+        ann = int(s.execute(text("SELECT id FROM users")).scalar_one())
+    execute(f"INSERT INTO todos (title, status, owner_id) VALUES ('a', 'active', {ann}), "
+            f"('b', 'active', {ann})")
+    execute("ALTER TABLE todos ADD CONSTRAINT no_forbidden CHECK (status <> 'archived')")
+    loader._route.pop("todos", None)
+
+    def load(records: list[tuple[int, tuple[Any, ...]]]) -> loader.LoadOutcome:
+        with db.session_scope() as s:
+            return loader.load(s, TODOS, records, {}, mode, False)
+
+    # When a chunk meets an existing key (straight COPY fails, then the split)
+    first = load([(2, ("a", "completed", ann, None)), (3, ("c", "active", ann, None))])
+    route_after_first = loader._route["todos"]
+    # And the next chunk starts split: an existing key refused by the CHECK, a new row
+    # refused by it, an identical existing row and a new one
+    second = load([
+        (4, ("a", "archived", ann, None)),
+        (5, ("d", "archived", ann, None)),
+        (6, ("b", "active", ann, None)),
+        (7, ("e", "active", ann, None)),
+    ])
+    # Then each row is counted once, by the mode, and the database's refusals are rejects
+    assert route_after_first == "split"
+    rejected = {r.line: r.reason for r in first.rejects + second.rejects}
+    if mode == "insert":
+        assert (first.inserted, second.inserted) == (1, 1)
+        assert set(rejected) == {2, 4, 5, 6}
+        assert rejected[2].startswith("already exists")
+    elif mode == "skip":
+        assert (first.inserted, first.skipped, second.inserted, second.skipped) == (1, 1, 1, 2)
+        assert set(rejected) == {5}
+    else:
+        assert (first.inserted, first.updated, second.inserted) == (1, 1, 1)
+        assert (second.updated, second.skipped) == (0, 1)  # 'b' identical: left alone
+        assert set(rejected) == {4, 5}
+        assert "no_forbidden" in rejected[4]
+    assert "no_forbidden" in rejected[5]
+    loaded = {t[0] for t in todos()}
+    assert loaded == {"a", "b", "c", "e"}

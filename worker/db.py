@@ -276,7 +276,10 @@ def _copy(session: Session, table: str, columns: Sequence[str], data: bytes) -> 
     dbapi_conn = session.connection().connection.driver_connection
     assert dbapi_conn is not None
     with translated(), dbapi_conn.cursor() as cur:
-        cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", io.BytesIO(data))
+        # One read of the whole buffer: psycopg2 takes the GIL for each read
+        # (8 KiB by default), which starves a COPY on another thread.
+        sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        cur.copy_expert(sql, io.BytesIO(data), size=max(len(data), 8192))
 
 
 def copy_int_rows(

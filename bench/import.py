@@ -107,7 +107,8 @@ def main() -> int:
                 sp_rates.append(savepoints(url, files["bad"].csv, args.savepoint_rows))
                 bench.drop(url)
         if args.linear_rows:
-            measure(bench, template, generate("linear", args.linear_rows, bad=0.01), "linear")
+            files["linear"] = generate("linear", args.linear_rows, bad=0.01)
+            measure(bench, template, files["linear"], "linear")
 
     size_mb = max(ex.csv.stat().st_size for ex in files.values()) / 2**20
     plan_s = max([j["plan_s"] for j in bench.jobs if j["plan_s"] is not None], default=NAN)

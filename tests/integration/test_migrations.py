@@ -200,3 +200,30 @@ def test_0005_renames_the_ids_column_keeping_its_rows_both_ways(
     assert "todo_id" in ids_columns() and "row_id" not in ids_columns()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT todo_id FROM job_update_ids")).scalar() == 42
+
+
+def test_an_applications_own_users_table_is_never_touched(
+    empty_database_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an application's database with its own users table, and its own targets declared
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE users (id int PRIMARY KEY, handle text NOT NULL)"))
+        conn.execute(text("INSERT INTO users VALUES (1, 'app')"))
+    monkeypatch.setenv("BULKOPS_TARGETS", "example_shop.bulk:targets")
+    from worker.config import targets_reference
+
+    assert targets_reference() == "example_shop.bulk:targets"
+    # When bulkops migrates it, then downgrades it to base and migrates it again
+    migrate.upgrade(empty_database_url)
+    ledger = TABLES - {"users", "todos"}
+    assert tables(engine) == ledger | {"users", "bulkops_alembic_version"}
+    assert triggers(engine) == {"jobs_touch_updated_at"}
+    migrate.downgrade(empty_database_url, "base")
+    assert tables(engine) == {"users", "bulkops_alembic_version"}
+    migrate.upgrade(empty_database_url)
+    # Then the application's table is as it was: no example table, no trigger on it
+    assert "todos" not in tables(engine)
+    assert {c["name"] for c in inspect(engine).get_columns("users")} == {"id", "handle"}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT handle FROM users")).scalar_one() == "app"
+    assert triggers(engine) == {"jobs_touch_updated_at"}

@@ -165,7 +165,11 @@ def _load_split(
     Anything the COPY still meets (a key committed meanwhile, a row the
     database refuses) sends the whole chunk through staging instead.
     """
-    found = _lines_with_existing_key(session, spec, records)
+    try:  # read-only: this savepoint never takes a subtransaction id
+        with savepoint(session):
+            found = _lines_with_existing_key(session, spec, records)
+    except DataError:
+        return None  # a key value the server would not cast back: staging decides
     old = [r for r in records if r[0] in found]
     new = [r for r in records if r[0] not in found]
     try:

@@ -19,6 +19,7 @@ rejected (``read`` is their sum).
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,14 @@ def _file_key(target: targets.TargetSpec) -> duplicates.FileKey:
     return duplicates.FileKey(target.key_file_columns, target_rows.raw_key_maker(target))
 
 
+def _drained(items: list[Any]) -> Iterator[Any]:
+    """The items in order, each let go of by the list once yielded (peak memory of a chunk:
+    a record's parsed values are garbage as soon as it is validated)."""
+    items.reverse()
+    while items:
+        yield items.pop()
+
+
 def guess_format(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
     return "jsonl" if suffix in {".jsonl", ".ndjson", ".json"} else "csv"
@@ -129,9 +138,10 @@ class ImportOperation:
             records=int(spec["records"]),
         )
         records = list(parsing.read_chunk(real, p.format, span, header))
+        read = len(records)
         target = targets.get(p.table)
         validator = _validator(target)
-        rows, errors = validator.validate(records, dedupe=False)
+        rows, errors = validator.validate(_drained(records), dedupe=False)
         resolved, unknown = lookups.resolve(session, target, rows)  # parents by natural key
         errors += unknown
         by_line = {r.line: r for r in rows}
@@ -150,14 +160,16 @@ class ImportOperation:
             reread,
             target.key_file_columns[0],
         )
-        kept = {r.line for r in decision.keep}
-        load = [record for record in resolved if record[0] in kept]
         raw = {r.line: r.raw for r in decision.keep}
+        load = [record for record in resolved if record[0] in raw]
+        # Peak memory: the typed rows live on in ``load``, their parents resolved.
+        decision.keep.clear()
+        del rows, by_line, resolved
         outcome = loader.load(session, _table_spec(target), load, raw, p.mode, p.dry_run)
         rejects = [RejectedRow(e.line, e.column, e.reason, e.raw) for e in errors]
         rejects += decision.rejects + outcome.rejects
         counts = ChunkCounts(
-            read=len(records),
+            read=read,
             inserted=outcome.inserted,
             updated=outcome.updated,
             skipped=outcome.skipped + decision.superseded,

@@ -276,8 +276,7 @@ def _copy(session: Session, table: str, columns: Sequence[str], data: bytes) -> 
     dbapi_conn = session.connection().connection.driver_connection
     assert dbapi_conn is not None
     with translated(), dbapi_conn.cursor() as cur:
-        # One read of the whole buffer: psycopg2 takes the GIL for each read
-        # (8 KiB by default), which starves a COPY on another thread.
+        # One read of the whole buffer, not psycopg2's default of 8 KiB at a time.
         sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
         cur.copy_expert(sql, io.BytesIO(data), size=max(len(data), 8192))
 

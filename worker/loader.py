@@ -99,6 +99,11 @@ class TableSpec:
         return sql in _CLOCKS
 
     @property
+    def key_positions(self) -> list[int]:
+        """Where the natural key's columns are in ``columns``."""
+        return [self.columns.index(c) for c in self.key]
+
+    @property
     def staging(self) -> str:
         return f"bulkops_stage_{self.table}"
 
@@ -199,7 +204,7 @@ def _lines_with_existing_key(
     session: Session, spec: TableSpec, records: Sequence[Record]
 ) -> set[int]:
     """The lines whose natural key is in the table now: one query, the keys bound as arrays."""
-    positions = [spec.columns.index(c) for c in spec.key]
+    positions = spec.key_positions
     keyed = [(ln, vs) for ln, vs in records if None not in [vs[i] for i in positions]]
     if not keyed:
         return set()
@@ -285,7 +290,7 @@ def _in_key_order(spec: TableSpec, records: Sequence[Record]) -> Sequence[Record
     server time). Row ids then follow key order within a chunk, not file order.
     Keys that do not compare (None beside a value) are left in file order.
     """
-    positions = [spec.columns.index(c) for c in spec.key if c in spec.columns]
+    positions = spec.key_positions
     if not positions:
         return records
     pick = operator.itemgetter(*positions)
@@ -300,9 +305,9 @@ def _with_clock(
 ) -> list[tuple[Any, ...]]:
     """The values of ``records`` (in ``columns`` order), a missing clock-defaulted one filled in."""
     slots = [i for i, c in enumerate(columns) if c in spec.defaults]
-    if not slots:
-        return [v for _, v in records]
     out = [v for _, v in records]
+    if not slots:
+        return out
     missing = [n for n, values in enumerate(out) if None in [values[i] for i in slots]]
     now = datetime.now(UTC)  # one instant per chunk, as now() is one per transaction
     for n in missing:

@@ -13,6 +13,13 @@ reads the occurrences of its own rows, re-reads and validates the few other
 records involved (a line that is invalid is nobody's original), and decides.
 The key pass keeps only one batch in memory; the digests are counted by
 PostgreSQL, so memory does not grow with the file.
+
+Plan while loading: in insert and skip modes a line's fate depends only on the
+lines before it, so the first few chunks need not wait for the whole file.
+While it reads them the key pass also keeps their keys in memory, and hands
+each one over (``early``) as soon as it is read, with the repeated keys among
+it and the chunks before it: they are committed and the chunk runs while the
+plan reads on (its later repeats are the later chunks' concern).
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ _BATCH = 20_000  # key digests sent to PostgreSQL per COPY while planning
 _PLAN_KEYS = "bulkops_plan_keys"  # temporary: every key of the file, dropped at commit
 _BLOCK_BYTES = 1 << 20  # the key pass parses the file in blocks this large
 _KEY_COLUMNS = ("digest", "line", "chunk_no", "start", '"end"')
+# Chunks handed over while the plan reads on: their keys stay in memory until then.
+EARLY_CHUNKS = 4
 
 
 class _Row(Protocol):
@@ -70,6 +79,8 @@ def digest(key: Sequence[str]) -> int:
 
 # (digest, line, chunk_no, start, end) for one record with a key
 KeyRow = tuple[int, int, int, int, int]
+# a chunk the plan hands over before it ends, and the repeated keys it needs
+EarlyFn = Callable[[parsing.ChunkSpan, list[KeyRow]], None]
 
 
 @dataclass(frozen=True)
@@ -92,10 +103,15 @@ def plan(
     header: list[str],
     key: FileKey,
     rows_per_chunk: int,
+    early: EarlyFn | None = None,
 ) -> list[parsing.ChunkSpan]:
     """Cut the file into chunks and record its repeated keys, in one pass.
 
-    Returns the chunks, as :func:`worker.parsing.plan_chunks` cuts them.
+    Returns the chunks, as :func:`worker.parsing.plan_chunks` cuts them. With
+    ``early`` (insert and skip modes only), each of the first
+    :data:`EARLY_CHUNKS` chunks is handed to it once read, with every
+    occurrence of a key repeated within it and the chunks before it (for
+    :func:`add_early`); a pass that starts over hands over none twice.
     """
     session.execute(
         text(
@@ -104,11 +120,27 @@ def plan(
         )
     )
     spans: list[parsing.ChunkSpan] = []
+    handed: list[parsing.ChunkSpan] = []
+
+    def hand_over(span: parsing.ChunkSpan, repeated: list[KeyRow]) -> None:
+        if span.chunk_no < len(handed):  # the scanner's pass, after the fast one gave up
+            assert handed[span.chunk_no] == span, "the two readings cut the file apart"
+            return
+        handed.append(span)
+        assert early is not None
+        early(span, repeated)
+
     for records in (_fast_records, _scanned_records):
         session.execute(text(f"TRUNCATE {_PLAN_KEYS}"))
         spans.clear()
         try:
-            _key_pass(session, records(path, fmt, header, key), rows_per_chunk, spans)
+            _key_pass(
+                session,
+                records(path, fmt, header, key),
+                rows_per_chunk,
+                spans,
+                hand_over if early is not None else None,
+            )
             break
         except _Unusual:
             continue  # the file needs the scanner's record-by-record reading
@@ -137,26 +169,65 @@ _Keyed = Iterator[tuple[int, int, int, tuple[str, ...] | None]]
 
 
 def _key_pass(
-    session: Session, records: _Keyed, rows_per_chunk: int, spans: list[parsing.ChunkSpan]
+    session: Session,
+    records: _Keyed,
+    rows_per_chunk: int,
+    spans: list[parsing.ChunkSpan],
+    early: EarlyFn | None,
 ) -> None:
     batch: list[KeyRow] = []
     count = start = first_line = end = 0
+    # while chunks are handed over early: every key so far -> its occurrences
+    seen: dict[int, list[KeyRow]] | None = {} if early is not None else None
     for line, rec_start, rec_end, key in records:
         if count == 0:
             start, first_line = rec_start, line
         count += 1
         end = rec_end
         if key is not None:
-            batch.append((digest(key), line, len(spans), rec_start, rec_end))
+            row = (digest(key), line, len(spans), rec_start, rec_end)
+            batch.append(row)
+            if seen is not None:
+                seen.setdefault(row[0], []).append(row)
             if len(batch) >= _BATCH:
                 copy_int_rows(session, _PLAN_KEYS, _KEY_COLUMNS, batch)
                 batch.clear()
         if count == rows_per_chunk:
             spans.append(parsing.ChunkSpan(len(spans), start, end, first_line, count))
             count = 0
+            if seen is not None and early is not None:
+                early(spans[-1], [r for rows in seen.values() if len(rows) > 1 for r in rows])
+                if len(spans) == EARLY_CHUNKS:
+                    seen = None  # the rest waits for the whole plan
     if count:
         spans.append(parsing.ChunkSpan(len(spans), start, end, first_line, count))
     copy_int_rows(session, _PLAN_KEYS, _KEY_COLUMNS, batch)
+
+
+def add_early(session: Session, job_id: int, repeated: Sequence[KeyRow]) -> None:
+    """Record repeated keys of chunks handed over before the plan commits (its own
+    transaction: the plan later records them again, with the file's other repeats)."""
+    if not repeated:
+        return
+    digests, lines, chunk_nos, starts, ends = (list(c) for c in zip(*repeated, strict=True))
+    session.execute(
+        text(
+            """
+            INSERT INTO job_key_dups (job_id, line, chunk_no, digest, start, "end")
+            SELECT :job_id, * FROM unnest(CAST(:lines AS bigint[]), CAST(:chunk_nos AS int[]),
+                CAST(:digests AS bigint[]), CAST(:starts AS bigint[]), CAST(:ends AS bigint[]))
+            ON CONFLICT DO NOTHING
+            """
+        ),
+        {
+            "job_id": job_id,
+            "lines": lines,
+            "chunk_nos": chunk_nos,
+            "digests": digests,
+            "starts": starts,
+            "ends": ends,
+        },
+    )
 
 
 def _scanned_records(path: Any, fmt: str, header: list[str], key: FileKey) -> _Keyed:

@@ -32,7 +32,7 @@ from worker.errors import UsageError
 from worker.ledger import ChunkCounts, RejectedRow
 from worker.models import Job, JobKind
 from worker.params import JobParams
-from worker.runner import ChunkResult
+from worker.runner import ChunkResult, ReadyFn, chunk_spec
 from worker.source import ConfinedFile
 
 MODES = ("insert", "upsert", "skip")
@@ -92,8 +92,9 @@ def guess_format(path: str | Path) -> str:
 class ImportOperation:
     kind = JobKind.IMPORT.value
 
-    def plan(self, session: Session, job: Job) -> list[dict[str, Any]]:
-        assert job.id is not None
+    def plan(self, session: Session, job: Job, ready: ReadyFn) -> list[dict[str, Any]]:
+        job_id = job.id
+        assert job_id is not None
         p = ImportParams.from_params(job.params)
         real = uploads.open_source(job.params)
         identity = real.identity.to_json() if isinstance(real, ConfinedFile) else None
@@ -101,33 +102,40 @@ class ImportOperation:
         target = targets.get(p.table)
         if p.format == "csv":
             target_rows.check_header(target, header)
-        spans = duplicates.plan(
-            session,
-            job.id,
-            real,
-            p.format,
-            header,
-            _file_key(target),
-            get_settings().bulkops_chunk_size,
-        )
-        return [
-            {
+
+        def spec(s: parsing.ChunkSpan) -> dict[str, Any]:
+            first = s.chunk_no == 0
+            return {
                 "chunk_no": s.chunk_no,
                 "start": s.start,
                 "end": s.end,
                 "first_line": s.first_line,
                 "records": s.records,
-                "header": header if i == 0 else None,
+                "header": header if first else None,
                 # what the file was when planned: every chunk checks it is still that file
-                "identity": identity if i == 0 else None,
+                "identity": identity if first else None,
             }
-            for i, s in enumerate(spans)
-        ]
+
+        def early(s: parsing.ChunkSpan, repeated: list[duplicates.KeyRow]) -> None:
+            ready(spec(s), lambda own: duplicates.add_early(own, job_id, repeated))
+
+        spans = duplicates.plan(
+            session,
+            job_id,
+            real,
+            p.format,
+            header,
+            _file_key(target),
+            get_settings().bulkops_chunk_size,
+            # upsert: a line's fate depends on the lines after it, so every chunk waits
+            early if p.mode != "upsert" else None,
+        )
+        return [spec(s) for s in spans]
 
     def run_chunk(self, session: Session, job: Job, spec: dict[str, Any]) -> ChunkResult:
         assert job.id is not None
         p = ImportParams.from_params(job.params)
-        first = job.params["chunks"][0]
+        first = chunk_spec(job.params, 0) or {}
         real = uploads.open_source(job.params, expect=first.get("identity"))
         header = first["header"] or []
         span = parsing.ChunkSpan(

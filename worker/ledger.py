@@ -34,7 +34,8 @@ __all__ = ["ChunkCounts", "JobSummary", "RejectedRow", "pg_text", "storable"]
 SendFn = Callable[[int, str], None]
 
 # Keys the runner adds to a job's params; the rest is what was submitted.
-PLAN_KEYS = frozenset({"chunks", "dry_run_breakdown"})
+EARLY_SPECS = "early_chunks"  # the chunks a plan handed over before it ended
+PLAN_KEYS = frozenset({"chunks", EARLY_SPECS, "dry_run_breakdown"})
 
 
 def _comparable(kind: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -211,10 +212,36 @@ def store_plan(session: Session, job_id: int, specs: list[dict[str, Any]]) -> bo
     row = session.execute(
         text(
             "UPDATE jobs SET heartbeat_at = now(), "
-            "params = params || jsonb_build_object('chunks', CAST(:specs AS jsonb)) "
+            "params = (params - :early) || jsonb_build_object('chunks', CAST(:specs AS jsonb)) "
             "WHERE id = :id AND state = :running RETURNING id"
         ),
-        {"id": job_id, "specs": to_json(specs), **STATES},
+        {"id": job_id, "specs": to_json(specs), "early": EARLY_SPECS, **STATES},
+    ).first()
+    return row is not None
+
+
+def store_early_spec(session: Session, job_id: int, spec: dict[str, Any]) -> bool:
+    """Add the next chunk a plan hands over before it ends; False if the job stopped.
+
+    A plan started over (its planner died) hands the same chunks over again:
+    each is stored once.
+    """
+    row = session.execute(
+        text(
+            "UPDATE jobs SET heartbeat_at = now(), params = CASE "
+            "WHEN coalesce(jsonb_array_length(params -> :early), 0) = :n THEN params || "
+            "  jsonb_build_object(CAST(:early AS text), "
+            "    coalesce(params -> :early, '[]') || jsonb_build_array(CAST(:spec AS jsonb))) "
+            "ELSE params END "
+            "WHERE id = :id AND state = :running RETURNING id"
+        ),
+        {
+            "id": job_id,
+            "spec": to_json(spec),
+            "n": spec["chunk_no"],
+            "early": EARLY_SPECS,
+            **STATES,
+        },
     ).first()
     return row is not None
 

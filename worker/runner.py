@@ -22,6 +22,7 @@ from sqlmodel import Session
 
 from worker import chunks, ledger
 from worker.config import get_settings
+from worker.db import session_scope
 from worker.models import Job, JobState
 from worker.summary import ChunkCounts, RejectedRow
 
@@ -35,13 +36,22 @@ class ChunkResult:
     batch_s: float | None = None
 
 
+# Hands a chunk to the workers before the plan ends: (its spec, what to write with it).
+ReadyFn = Callable[[dict[str, Any], Callable[[Session], None]], None]
+
+
 class Operation(Protocol):
     """A kind of bulk job, as plain functions over a session."""
 
     kind: str
 
-    def plan(self, session: Session, job: Job) -> list[dict[str, Any]]:
-        """Set the job up and return one JSON-able spec per chunk (stored on the job)."""
+    def plan(self, session: Session, job: Job, ready: ReadyFn) -> list[dict[str, Any]]:
+        """Set the job up and return one JSON-able spec per chunk (stored on the job).
+
+        A chunk that needs nothing the rest of the plan finds may be handed
+        over at once, in order from chunk 0: ``ready(spec, write)`` commits its
+        spec with whatever ``write`` adds, and sends it.
+        """
         ...
 
     def run_chunk(self, session: Session, job: Job, spec: dict[str, Any]) -> ChunkResult:
@@ -96,10 +106,12 @@ def start_job(job_id: int, operation: Operation, enqueue: EnqueueFn) -> int:
             logger.info("job resumed", extra={"job_id": job_id, "enqueued": len(missing)})
             return len(missing)
         try:
-            specs = _plan(conn, job, operation)
+            early: list[int] = []  # chunks sent before the plan ended
+            specs = _plan(conn, job, operation, _early_sender(job_id, enqueue, early))
             total = None if specs is None else len(specs)
             pending = [] if specs is None else chunks.pending(job_id, len(specs))
             missing = [] if specs is None else _ready(job_id, specs, pending)
+            missing = [n for n in missing if n not in early]
             for chunk_no in missing:
                 enqueue(job_id, chunk_no)
             if total is not None:
@@ -112,14 +124,36 @@ def start_job(job_id: int, operation: Operation, enqueue: EnqueueFn) -> int:
     return len(missing)
 
 
-def _plan(conn: Connection, job: Job, operation: Operation) -> list[dict[str, Any]] | None:
+def _early_sender(job_id: int, enqueue: EnqueueFn, sent: list[int]) -> ReadyFn:
+    """What a plan calls to hand over its next chunk early: committed, then sent."""
+
+    def ready(spec: dict[str, Any], write: Callable[[Session], None]) -> None:
+        with session_scope() as session:
+            write(session)
+            running = ledger.store_early_spec(session, job_id, spec)
+        if running:
+            enqueue(job_id, int(spec["chunk_no"]))
+            sent.append(int(spec["chunk_no"]))
+
+    return ready
+
+
+def chunk_spec(params: dict[str, Any], chunk_no: int) -> dict[str, Any] | None:
+    """A chunk's spec from the job's plan, or from the chunks it handed over early."""
+    specs = params.get("chunks") or params.get(ledger.EARLY_SPECS) or []
+    return specs[chunk_no] if chunk_no < len(specs) else None
+
+
+def _plan(
+    conn: Connection, job: Job, operation: Operation, ready: ReadyFn
+) -> list[dict[str, Any]] | None:
     """The chunk specs; plans first if no plan is stored. None if the job stopped meanwhile."""
     assert job.id is not None
     stored: list[dict[str, Any]] | None = job.params.get("chunks")
     if stored is not None:
         return stored
     with chunks.transaction(conn) as session:
-        specs = operation.plan(session, job)
+        specs = operation.plan(session, job, ready)
         if not ledger.store_plan(session, job.id, specs):
             session.rollback()  # cancelled while planning: keep nothing of the plan
             return None
@@ -213,7 +247,10 @@ def _run_chunk(
         if job is None or not chunks.insert_committed(session, job_id, chunk_no, worker):
             session.rollback()
             return ChunkOutcome(job_id, chunk_no, False, 0, None, ledger.state_of(job_id))
-        spec = job.params.get("chunks", [])[chunk_no]
+        spec = chunk_spec(job.params, chunk_no)
+        if spec is None:  # not planned yet: the plan sends it
+            session.rollback()
+            return ChunkOutcome(job_id, chunk_no, False, 0, None, ledger.state_of(job_id))
         started = time.perf_counter()
         result = operation.run_chunk(session, job, spec)
         elapsed = time.perf_counter() - started

@@ -48,7 +48,7 @@ from worker.errors import RetryableError, UsageError
 from worker.ledger import ChunkCounts
 from worker.models import Job, JobKind
 from worker.params import JobParams
-from worker.runner import ChunkResult
+from worker.runner import ChunkResult, ReadyFn
 from worker.target_rows import TypedRow
 from worker.targets import EXAMPLE_PARENT, EXAMPLE_TABLE, INT_RANGES, ColumnSpec, TargetSpec
 
@@ -367,7 +367,7 @@ def rows(
 class SeedOperation:
     kind = JobKind.SEED.value
 
-    def plan(self, session: Session, job: Job) -> list[dict[str, Any]]:
+    def plan(self, session: Session, job: Job, ready: ReadyFn) -> list[dict[str, Any]]:
         """Per target, parents first: ranges of rows, cut at multiples of BLOCK.
 
         Nothing is written here: the plan is quick whatever the counts.

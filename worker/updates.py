@@ -34,7 +34,7 @@ from worker.errors import UsageError
 from worker.ledger import ChunkCounts, RejectedRow
 from worker.models import Job, JobKind
 from worker.params import JobParams
-from worker.runner import ChunkResult
+from worker.runner import ChunkResult, ReadyFn
 from worker.source import confine
 from worker.target_rows import Invalid, converter, parse_timestamp
 from worker.targets import EXAMPLE_TABLE, StatusSpec, TargetSpec
@@ -356,7 +356,7 @@ def check_filters(session: Session, p: UpdateParams) -> None:
 class UpdateOperation:
     kind = JobKind.UPDATE_STATUS.value
 
-    def plan(self, session: Session, job: Job) -> list[dict[str, Any]]:
+    def plan(self, session: Session, job: Job, ready: ReadyFn) -> list[dict[str, Any]]:
         assert job.id is not None
         p = UpdateParams.from_params(job.params)
         where, params = _filters(session, p)

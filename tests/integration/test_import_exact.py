@@ -206,6 +206,64 @@ def test_duplicates_across_chunks_as_one_sequential_pass(worker: Any, import_roo
     assert table["T0005"] == "completed" and table["T0010"] == "archived"
 
 
+@pytest.mark.parametrize(("mode", "interrupted"), [("insert", False), ("skip", True)])
+def test_the_first_chunks_load_while_the_plan_reads_on(
+    bulkops_env: dict[str, str], import_root: Path, mode: str, interrupted: bool
+) -> None:
+    from worker import ledger, runner
+    from worker.duplicates import EARLY_CHUNKS
+    from worker.errors import BrokerUnavailable
+    from worker.importer import IMPORT
+
+    # Given 6 chunks of 1,000 rows with keys repeated inside a chunk, across the early
+    # chunks, from an early chunk into a late one, and a first copy that is invalid
+    seed_users(ANN)
+    lines = [f"T{i:04d},active,{ANN}\n" for i in range(6000)]
+    lines[500] = f"T0005,completed,{ANN}\n"  # line 502 repeats line 7 (same chunk)
+    lines[1500] = f"T0010,in_progress,{ANN}\n"  # 1502 repeats 12 (chunk 1 of chunk 0)
+    lines[3100] = f"T0010,archived,{ANN}\n"  # 3102: again, from chunk 3
+    lines[5900] = f"T1600,archived,{ANN}\n"  # 5902 (a late chunk) repeats 1602
+    lines[20] = f"T2990,nope,{ANN}\n"  # 22: invalid, so line 2992 is the original
+    lines[2995] = f"T2990,completed,{ANN}\n"  # 2997: a copy of 2992
+    name = write(import_root, "early.csv", HEADER + "".join(lines))
+    job_id = client.submit_import(name, mode=mode)
+    # When the plan runs each chunk it hands over at once, before the plan has ended
+    during_plan: list[int] = []
+    later: list[int] = []
+
+    def enqueue(jid: int, chunk_no: int) -> None:
+        if ledger.plan_of(jid) == []:  # the plan has not committed
+            if interrupted and chunk_no == 2 and during_plan == [0, 1]:
+                raise BrokerUnavailable("the plan stops after two chunks ran")
+            during_plan.append(chunk_no)
+            runner.run_chunk(jid, chunk_no, IMPORT)
+        else:
+            later.append(chunk_no)
+
+    if interrupted:  # (and planned again from the start: chunks 0 and 1 are sent again)
+        with pytest.raises(BrokerUnavailable):
+            runner.start_job(job_id, IMPORT, enqueue)
+    runner.start_job(job_id, IMPORT, enqueue)
+    for chunk_no in later:
+        runner.run_chunk(job_id, chunk_no, IMPORT)
+    # Then the first chunks ran during the plan, the rest after it
+    sent_again = [0, 1] if interrupted else []
+    assert during_plan == [*sent_again, *range(EARLY_CHUNKS)]
+    assert later == list(range(EARLY_CHUNKS, 6))
+    # And the result is one sequential pass's (skip only skips rows already in the table)
+    s = client.summary(job_id)
+    rejects = {r.line: r.reason for r in client.rejects(job_id)}
+    assert set(rejects) == {22, 502, 1502, 2997, 3102, 5902}
+    assert rejects[1502] == rejects[3102] == "duplicate of line 12 in this file"
+    assert rejects[5902] == "duplicate of line 1602 in this file"
+    assert rejects[2997] == "duplicate of line 2992 in this file"
+    assert counts(s) == Counts("partially_succeeded", read=6000, inserted=5994, rejected=6)
+    table = {t: st for t, st, _ in todos()}
+    assert len(table) == 5994
+    assert table["T0005"] == table["T0010"] == table["T1600"] == table["T2990"] == "active"
+    assert "early_chunks" not in s.params  # the plan replaced them
+
+
 def test_a_file_replaced_after_planning_loads_nothing_new(
     bulkops_env: dict[str, str], import_root: Path
 ) -> None:
@@ -220,7 +278,7 @@ def test_a_file_replaced_after_planning_loads_nothing_new(
     with db.session_scope() as s:
         job = s.get(Job, job_id)
         assert job is not None
-        specs = IMPORT.plan(s, job)
+        specs = IMPORT.plan(s, job, ready=lambda spec, write: None)  # one chunk: none early
     job.params = {**job.params, "chunks": specs}
     # When the file is replaced (a new inode) before its chunk runs
     write(import_root, "new.csv", HEADER + "".join(f"new {i},active,{ANN}\n" for i in range(10)))
@@ -240,8 +298,10 @@ def test_chunks_that_meet_existing_keys_split_and_stay_exact(
     seed_users(ANN)
     with db.session_scope() as s:
         ann = int(s.execute(text("SELECT id FROM users")).scalar_one())
-    execute(f"INSERT INTO todos (title, status, owner_id) VALUES ('a', 'active', {ann}), "
-            f"('b', 'active', {ann})")
+    execute(
+        f"INSERT INTO todos (title, status, owner_id) VALUES ('a', 'active', {ann}), "
+        f"('b', 'active', {ann})"
+    )
     execute("ALTER TABLE todos ADD CONSTRAINT no_forbidden CHECK (status <> 'archived')")
     loader._route.pop("todos", None)
 
@@ -254,12 +314,14 @@ def test_chunks_that_meet_existing_keys_split_and_stay_exact(
     route_after_first = loader._route["todos"]
     # And the next chunk starts split: an existing key refused by the CHECK, a new row
     # refused by it, an identical existing row and a new one
-    second = load([
-        (4, ("a", "archived", ann, None)),
-        (5, ("d", "archived", ann, None)),
-        (6, ("b", "active", ann, None)),
-        (7, ("e", "active", ann, None)),
-    ])
+    second = load(
+        [
+            (4, ("a", "archived", ann, None)),
+            (5, ("d", "archived", ann, None)),
+            (6, ("b", "active", ann, None)),
+            (7, ("e", "active", ann, None)),
+        ]
+    )
     # Then each row is counted once, by the mode, and the database's refusals are rejects
     assert route_after_first == "split"
     rejected = {r.line: r.reason for r in first.rejects + second.rejects}

@@ -48,7 +48,7 @@ class AddUsers:
         self.plan_hold: threading.Event | None = None
         self.planning = threading.Event()
 
-    def plan(self, session: Session, job: Job) -> list[dict[str, Any]]:
+    def plan(self, session: Session, job: Job, ready: runner.ReadyFn) -> list[dict[str, Any]]:
         self.plans += 1
         if self.plan_hold is not None:
             session.execute(
@@ -348,7 +348,7 @@ def test_a_planner_that_died_counts_its_attempt_and_a_poison_plan_fails() -> Non
 
 def test_a_plan_that_raises_is_queued_again_without_counting_an_attempt() -> None:
     class Broken(AddUsers):
-        def plan(self, session: Session, job: Job) -> list[dict[str, Any]]:
+        def plan(self, session: Session, job: Job, ready: runner.ReadyFn) -> list[dict[str, Any]]:
             session.execute(text("INSERT INTO users (email, name) VALUES ('x@example.com', 'x')"))
             raise BrokerUnavailable("Redis went away")
 

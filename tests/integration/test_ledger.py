@@ -706,7 +706,10 @@ def test_fail_does_not_overwrite_a_finished_job() -> None:
     [
         ("users", "UPDATE users SET name = 'Renamed' WHERE id = :id"),
         ("todos", "UPDATE todos SET status = 'completed' WHERE id = :id"),
-        ("jobs", "UPDATE bulkops_ledger.jobs SET heartbeat_at = now() WHERE id = :id"),
+        (
+            "bulkops_ledger.jobs",
+            "UPDATE bulkops_ledger.jobs SET heartbeat_at = now() WHERE id = :id",
+        ),
     ],
 )
 def test_updated_at_changes_on_every_update(table: str, update: str) -> None:

@@ -274,7 +274,7 @@ def test_a_database_at_0005_with_its_version_table_in_public_upgrades_to_head(
     migrate.upgrade(empty_database_url, "0005")
     _old_layout(engine)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO jobs (kind, state) VALUES ('seed', 'succeeded')"))
+        conn.execute(text("INSERT INTO public.jobs (kind, state) VALUES ('seed', 'succeeded')"))
     assert tables(engine) == in_public(TABLES) | {"bulkops_alembic_version"}
     assert schemas(engine) == set()
     # When it is upgraded, the version table moves first (one ALTER), then 0006 runs

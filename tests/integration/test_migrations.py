@@ -157,6 +157,21 @@ def test_downgrade_to_base_removes_everything_and_upgrade_works_again(
     migrate.check(empty_database_url)
 
 
+def test_at_base_the_ledgers_schema_stays_while_something_else_is_in_it(
+    empty_database_url: str, engine: Engine
+) -> None:
+    # Given someone's own table in the ledger's schema
+    migrate.upgrade(empty_database_url)
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE TABLE {LEDGER}.notes (id int PRIMARY KEY)"))
+    # When bulkops is downgraded to base, only bulkops's own objects go
+    migrate.downgrade(empty_database_url, "base")
+    assert tables(engine) == {f"{LEDGER}.notes"}
+    # and an upgrade uses the schema as it is
+    migrate.upgrade(empty_database_url)
+    assert tables(engine) == TABLES | {QUALIFIED_VERSION_TABLE, f"{LEDGER}.notes"}
+
+
 def test_0006_moves_the_ledger_with_its_rows_and_sequences_both_ways(
     empty_database_url: str, engine: Engine
 ) -> None:

@@ -135,7 +135,7 @@ def generate(folder: Path, name: str, rows: int, bad: float = 0.0, existing: flo
 
 def check(url: str, job: harness.Job, ex: Export) -> list[str]:
     """The table, the rejected lines and the counters against the sequential expectation."""
-    lines = [r[0] for r in harness.query(url, "SELECT line FROM job_rejects WHERE job_id = %s",
+    lines = [r[0] for r in harness.query(url, "SELECT line FROM bulkops_ledger.job_rejects WHERE job_id = %s",
                                          (job["id"],))]
     got, want = set(lines), set(ex.rejected)
     missing = collections.Counter(ex.rejected[ln] for ln in want - got)

@@ -175,7 +175,7 @@ class Bench:
         deadline = time.monotonic() + timeout
         while not (rows := query(url, "SELECT *, extract(epoch FROM finished_at - created_at)::float AS s,"
                                  " (SELECT extract(epoch FROM min(c.committed_at) - j.started_at)::float"
-                                 " FROM job_chunks c WHERE c.job_id = j.id) AS plan_s FROM jobs j"
+                                 " FROM bulkops_ledger.job_chunks c WHERE c.job_id = j.id) AS plan_s FROM bulkops_ledger.jobs j"
                                  " WHERE id = %s AND finished_at IS NOT NULL", (job_id,), dicts=True)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} not finished after {timeout} s")

@@ -60,10 +60,10 @@ def main() -> int:
             else:
                 at = rng.randrange(chunks)
                 point = f"at {at} chunks done"
-                while query(url, "SELECT chunks_done < %s AND finished_at IS NULL FROM jobs WHERE id = %s",
+                while query(url, "SELECT chunks_done < %s AND finished_at IS NULL FROM bulkops_ledger.jobs WHERE id = %s",
                             (at, job_id))[0][0]:
                     time.sleep(0.02)
-            state, done, killed_at = query(url, "SELECT state, chunks_done, clock_timestamp() FROM jobs"
+            state, done, killed_at = query(url, "SELECT state, chunks_done, clock_timestamp() FROM bulkops_ledger.jobs"
                                            " WHERE id = %s", (job_id,))[0]
             bench.stop(worker, kill=True)
             killed = time.monotonic()
@@ -77,7 +77,7 @@ def main() -> int:
                 job, recovery, fails = {"state": "not finished", "s": NAN}, NAN, [f"kill {k} ({point}): {exc}"]
             bench.failures += fails
             # job_chunks.committed_at is its transaction's start: when the chunk began
-            resumed = query(url, "SELECT extract(epoch FROM min(committed_at) - %s)::float FROM job_chunks"
+            resumed = query(url, "SELECT extract(epoch FROM min(committed_at) - %s)::float FROM bulkops_ledger.job_chunks"
                             " WHERE job_id = %s AND committed_at > %s", (killed_at, job_id, killed_at))[0][0]
             resumed = NAN if resumed is None else resumed
             if state not in ("succeeded", "partially_succeeded", "failed"):  # the kill landed mid-job

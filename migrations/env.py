@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from logging.config import fileConfig
+from typing import Any
 
 from alembic import context
+from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, inspect, pool, text
 from sqlmodel import SQLModel
 
 import worker.models  # noqa: F401  (registers every table on SQLModel.metadata)
 from worker.config import get_settings, sqlalchemy_url
-from worker.migrate import VERSION_TABLE
+from worker.migrate import QUALIFIED_VERSION_TABLE, VERSION_TABLE, owned_name, owned_object
+from worker.models import LEDGER_SCHEMA
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logging", True):
@@ -21,6 +24,20 @@ target_metadata = SQLModel.metadata
 # bulkops's own version table: an application's Alembic (alembic_version) on the
 # same database never reads or moves bulkops's revision, nor bulkops the app's.
 LEGACY_VERSION_TABLE = "alembic_version"
+# Where bulkops's tables and version table were before 0006 moved them.
+OLD_SCHEMA = "public"
+OPTIONS: dict[str, Any] = {
+    "target_metadata": target_metadata,
+    "compare_type": True,
+    "version_table": VERSION_TABLE,
+    "version_table_schema": LEDGER_SCHEMA,
+    # The check compares bulkops's objects only: the ledger's schema and the
+    # example's tables, never an application's (worker.migrate.owned_name).
+    "include_schemas": True,
+    "include_name": owned_name,
+    "include_object": owned_object,
+}
+CREATE_SCHEMA = f"CREATE SCHEMA IF NOT EXISTS {LEDGER_SCHEMA}"
 
 
 def _url() -> str:
@@ -29,14 +46,10 @@ def _url() -> str:
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=_url(),
-        target_metadata=target_metadata,
-        version_table=VERSION_TABLE,
-        literal_binds=True,
-        compare_type=True,
-        dialect_opts={"paramstyle": "named"},
+        url=_url(), literal_binds=True, dialect_opts={"paramstyle": "named"}, **OPTIONS
     )
     with context.begin_transaction():
+        context.execute(CREATE_SCHEMA)
         context.run_migrations()
 
 
@@ -51,6 +64,24 @@ def run_migrations_online() -> None:
     engine.dispose()
 
 
+def _prepare(connection: Connection) -> None:
+    """Before any migration: the ledger's schema, with bulkops's version table in it.
+
+    A database migrated before 0006 has that table in ``public``: it moves
+    there, revision and all, so the upgrade to 0006 runs as any other.
+    """
+    connection.execute(text(CREATE_SCHEMA))
+    insp = inspect(connection)
+    if insp.has_table(VERSION_TABLE, schema=LEDGER_SCHEMA):
+        return
+    if insp.has_table(VERSION_TABLE, schema=OLD_SCHEMA):
+        connection.execute(
+            text(f"ALTER TABLE {OLD_SCHEMA}.{VERSION_TABLE} SET SCHEMA {LEDGER_SCHEMA}")
+        )
+        return
+    _adopt_legacy_version(connection)
+
+
 def _adopt_legacy_version(connection: Connection) -> None:
     """A database migrated before bulkops had its own version table: move its revision.
 
@@ -59,35 +90,48 @@ def _adopt_legacy_version(connection: Connection) -> None:
     leaves it empty. Anything else there (an application's revision) is left alone.
     """
     insp = inspect(connection)
-    if insp.has_table(VERSION_TABLE) or not insp.has_table(LEGACY_VERSION_TABLE):
+    if not insp.has_table(LEGACY_VERSION_TABLE, schema=OLD_SCHEMA):
         return
-    if not insp.has_table("jobs"):
+    if not insp.has_table("jobs", schema=OLD_SCHEMA):  # such a database predates 0006
         return
     ours = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
-    found = [
-        r[0] for r in connection.execute(text(f"SELECT version_num FROM {LEGACY_VERSION_TABLE}"))
-    ]
+    legacy = f"{OLD_SCHEMA}.{LEGACY_VERSION_TABLE}"
+    found = [r[0] for r in connection.execute(text(f"SELECT version_num FROM {legacy}"))]
     if len(found) != 1 or found[0] not in ours:
         return
     connection.execute(
         text(
-            f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
+            f"CREATE TABLE {QUALIFIED_VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
             f"CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))"
         )
     )
-    connection.execute(text(f"INSERT INTO {VERSION_TABLE} VALUES (:v)"), {"v": found[0]})
-    connection.execute(text(f"DROP TABLE {LEGACY_VERSION_TABLE}"))
+    connection.execute(text(f"INSERT INTO {QUALIFIED_VERSION_TABLE} VALUES (:v)"), {"v": found[0]})
+    connection.execute(text(f"DROP TABLE {legacy}"))
+
+
+def _leave_nothing_at_base(ctx: MigrationContext, heads: set[str], **_: Any) -> None:
+    """At base bulkops leaves nothing of its own: its version table goes (Alembic would
+    keep it, empty), and the ledger's schema too unless something else is in it."""
+    if heads:
+        return
+    conn = ctx.connection
+    assert conn is not None
+    conn.execute(text(f"DROP TABLE {QUALIFIED_VERSION_TABLE}"))
+    in_schema = conn.execute(
+        text(
+            "SELECT EXISTS (SELECT 1 FROM pg_depend WHERE refclassid = 'pg_namespace'::regclass "
+            "AND refobjid = CAST(:schema AS regnamespace))"
+        ),
+        {"schema": LEDGER_SCHEMA},
+    ).scalar_one()
+    if not in_schema:
+        conn.execute(text(f"DROP SCHEMA {LEDGER_SCHEMA}"))
 
 
 def _run(connection: Connection) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=target_metadata,
-        compare_type=True,
-        version_table=VERSION_TABLE,
-    )
+    context.configure(connection=connection, on_version_apply=_leave_nothing_at_base, **OPTIONS)
     with context.begin_transaction():
-        _adopt_legacy_version(connection)
+        _prepare(connection)
         context.run_migrations()
 
 

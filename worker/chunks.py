@@ -165,7 +165,7 @@ def transaction(conn: Connection, statement_timeout_ms: int | None = None) -> It
 def committed(conn: Connection, job_id: int, chunk_no: int) -> bool:
     with translated():
         found = conn.execute(
-            text("SELECT 1 FROM job_chunks WHERE job_id = :id AND chunk_no = :n"),
+            text("SELECT 1 FROM bulkops_ledger.job_chunks WHERE job_id = :id AND chunk_no = :n"),
             {"id": job_id, "n": chunk_no},
         ).first()
         conn.commit()
@@ -181,7 +181,7 @@ def start(conn: Connection, job_id: int, chunk_no: int) -> int:
     with translated():
         n = conn.execute(
             text(
-                "INSERT INTO job_chunk_starts (job_id, chunk_no, unfinished) "
+                "INSERT INTO bulkops_ledger.job_chunk_starts (job_id, chunk_no, unfinished) "
                 "VALUES (:id, :n, 1) ON CONFLICT (job_id, chunk_no) DO UPDATE SET "
                 "unfinished = job_chunk_starts.unfinished + 1, started_at = now() "
                 "RETURNING unfinished"
@@ -198,7 +198,8 @@ def end(conn: Connection, job_id: int, chunk_no: int) -> None:
         conn.rollback()
         conn.execute(
             text(
-                "UPDATE job_chunk_starts SET unfinished = greatest(unfinished - 1, 0) "
+                "UPDATE bulkops_ledger.job_chunk_starts "
+                "SET unfinished = greatest(unfinished - 1, 0) "
                 "WHERE job_id = :id AND chunk_no = :n"
             ),
             {"id": job_id, "n": chunk_no},
@@ -210,7 +211,7 @@ def insert_committed(session: Session, job_id: int, chunk_no: int, worker: str |
     """Write the chunk's ``job_chunks`` row in its transaction; False if it committed before."""
     row = session.execute(
         text(
-            "INSERT INTO job_chunks (job_id, chunk_no, worker) VALUES (:id, :n, :w) "
+            "INSERT INTO bulkops_ledger.job_chunks (job_id, chunk_no, worker) VALUES (:id, :n, :w) "
             "ON CONFLICT DO NOTHING RETURNING chunk_no"
         ),
         {"id": job_id, "n": chunk_no, "w": worker},
@@ -224,7 +225,7 @@ def record_counts(
     """The chunk's own counters (``counts`` is a ledger.ChunkCounts)."""
     session.execute(
         text(
-            "UPDATE job_chunks SET rows_read = :read, rows_inserted = :inserted, "
+            "UPDATE bulkops_ledger.job_chunks SET rows_read = :read, rows_inserted = :inserted, "
             "rows_updated = :updated, rows_skipped = :skipped, rows_rejected = :rejected, "
             "elapsed_s = :elapsed WHERE job_id = :id AND chunk_no = :n"
         ),
@@ -247,7 +248,8 @@ def committed_set(job_id: int) -> set[int]:
         return {
             int(r[0])
             for r in session.execute(
-                text("SELECT chunk_no FROM job_chunks WHERE job_id = :id"), {"id": job_id}
+                text("SELECT chunk_no FROM bulkops_ledger.job_chunks WHERE job_id = :id"),
+                {"id": job_id},
             )
         }
 
@@ -260,7 +262,7 @@ def pending(job_id: int, total: int) -> list[int]:
             for r in session.execute(
                 text(
                     f"WITH {HELD_LOCKS} SELECT n FROM generate_series(0, :total - 1) n "
-                    "WHERE NOT EXISTS (SELECT 1 FROM job_chunks c "
+                    "WHERE NOT EXISTS (SELECT 1 FROM bulkops_ledger.job_chunks c "
                     "WHERE c.job_id = :id AND c.chunk_no = n) "
                     f"AND NOT {held(':id', 'n')} ORDER BY n"
                 ),
@@ -276,7 +278,7 @@ def workers_of(job_ids: Sequence[int]) -> dict[int, list[str]]:
     with session_scope() as session:
         rows = session.execute(
             text(
-                "SELECT DISTINCT job_id, worker FROM job_chunks "
+                "SELECT DISTINCT job_id, worker FROM bulkops_ledger.job_chunks "
                 "WHERE job_id = ANY(:ids) AND worker IS NOT NULL ORDER BY job_id, worker"
             ),
             {"ids": list(job_ids)},
@@ -302,14 +304,14 @@ class DeadChunk:
 # once per period, if that message was lost too).
 _DEAD_START = f"""
     s.unfinished > 0
-    AND NOT EXISTS (SELECT 1 FROM job_chunks c
+    AND NOT EXISTS (SELECT 1 FROM bulkops_ledger.job_chunks c
                     WHERE c.job_id = s.job_id AND c.chunk_no = s.chunk_no)
     AND NOT {held("s.job_id", "s.chunk_no")}
 """
 _DEAD_CHUNKS = f"""
     WITH {HELD_LOCKS}
-    UPDATE job_chunk_starts s SET resent_at = now()
-    FROM jobs j
+    UPDATE bulkops_ledger.job_chunk_starts s SET resent_at = now()
+    FROM bulkops_ledger.jobs j
     WHERE j.id = s.job_id AND j.state = :running AND {_DEAD_START}
       AND (s.resent_at IS NULL OR s.resent_at < s.started_at
            OR s.resent_at < now() - make_interval(secs => :period))
@@ -326,7 +328,7 @@ def take_dead(period_s: float) -> list[DeadChunk]:
 
 _SETTLE = f"""
     WITH {HELD_LOCKS}
-    UPDATE jobs j SET state = :cancelled, finished_at = clock_timestamp()
+    UPDATE bulkops_ledger.jobs j SET state = :cancelled, finished_at = clock_timestamp()
     WHERE j.state = :cancelling AND NOT {held_by_job("j.id")}
 """
 
@@ -373,7 +375,7 @@ def fail_dead_planners(max_attempts: int) -> list[int]:
     with session_scope() as session:
         rows = session.execute(
             text(
-                f"WITH {HELD_LOCKS} UPDATE jobs j SET state = :failed, "
+                f"WITH {HELD_LOCKS} UPDATE bulkops_ledger.jobs j SET state = :failed, "
                 "finished_at = now(), error = :error "
                 f"WHERE {_DEAD_PLANNER} AND j.attempts >= :max RETURNING j.id"
             ),
@@ -388,7 +390,7 @@ def take_resends(stuck_after_s: float) -> list[Resend]:
     with session_scope() as session:
         rows = session.execute(
             text(
-                f"WITH {HELD_LOCKS} UPDATE jobs j SET resent_at = now() "
+                f"WITH {HELD_LOCKS} UPDATE bulkops_ledger.jobs j SET resent_at = now() "
                 f"WHERE (({_STUCK}) AND (j.resent_at IS NULL "
                 "OR j.resent_at < now() - make_interval(secs => :s))) "
                 f"OR (({_DEAD_PLANNER}) AND (j.resent_at IS NULL OR j.resent_at < j.heartbeat_at "
@@ -411,15 +413,18 @@ def health_counts(session: Session, stuck_after_s: float) -> tuple[dict[str, int
     """(jobs by state, stuck queued, stuck or dead running) for the health check."""
     by_state = {
         str(state): int(count)
-        for state, count in session.execute(text("SELECT state, count(*) FROM jobs GROUP BY state"))
+        for state, count in session.execute(
+            text("SELECT state, count(*) FROM bulkops_ledger.jobs GROUP BY state")
+        )
     }
     row = session.execute(
         text(
             f"WITH {HELD_LOCKS} SELECT "
             "count(*) FILTER (WHERE j.state = :queued AND "
             f"({_STUCK})), count(*) FILTER (WHERE j.state = :running AND "
-            f"(({_STUCK}) OR ({_DEAD_PLANNER}) OR EXISTS (SELECT 1 FROM job_chunk_starts s "
-            f"WHERE s.job_id = j.id AND {_DEAD_START}))) FROM jobs j "
+            f"(({_STUCK}) OR ({_DEAD_PLANNER}) OR EXISTS (SELECT 1 FROM "
+            "bulkops_ledger.job_chunk_starts s "
+            f"WHERE s.job_id = j.id AND {_DEAD_START}))) FROM bulkops_ledger.jobs j "
             "WHERE j.state IN (:queued, :running)"
         ),
         {"s": stuck_after_s, **STATES},

@@ -135,7 +135,9 @@ def _beat_recorded_health(timeout_s: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with db.session_scope() as session:
-            count = session.execute(text("SELECT count(*) FROM health_checks")).scalar_one()
+            count = session.execute(
+                text("SELECT count(*) FROM bulkops_ledger.health_checks")
+            ).scalar_one()
         if count:
             typer.echo(f"beat's periodic health check has recorded {count} row(s)")
             return True

@@ -147,7 +147,7 @@ def plan(
     session.execute(
         text(
             f"""
-            INSERT INTO job_key_dups (job_id, line, chunk_no, digest, start, "end")
+            INSERT INTO bulkops_ledger.job_key_dups (job_id, line, chunk_no, digest, start, "end")
             SELECT :job_id, k.line, k.chunk_no, k.digest, k.start, k."end"
             FROM {_PLAN_KEYS} k
             WHERE k.digest IN (SELECT digest FROM {_PLAN_KEYS} GROUP BY digest HAVING count(*) > 1)
@@ -213,7 +213,7 @@ def add_early(session: Session, job_id: int, repeated: Sequence[KeyRow]) -> None
     session.execute(
         text(
             """
-            INSERT INTO job_key_dups (job_id, line, chunk_no, digest, start, "end")
+            INSERT INTO bulkops_ledger.job_key_dups (job_id, line, chunk_no, digest, start, "end")
             SELECT :job_id, * FROM unnest(CAST(:lines AS bigint[]), CAST(:chunk_nos AS int[]),
                 CAST(:digests AS bigint[]), CAST(:starts AS bigint[]), CAST(:ends AS bigint[]))
             ON CONFLICT DO NOTHING
@@ -352,7 +352,7 @@ def decide(
         text(
             """
             SELECT d.line, o.line, o.start, o."end"
-            FROM job_key_dups d JOIN job_key_dups o
+            FROM bulkops_ledger.job_key_dups d JOIN bulkops_ledger.job_key_dups o
               ON o.job_id = d.job_id AND o.digest = d.digest AND o.line <> d.line
             WHERE d.job_id = :job_id AND d.chunk_no = :chunk_no
             ORDER BY d.line, o.line
@@ -427,7 +427,8 @@ def prune_finished() -> int:
     with session_scope() as session:
         result = session.execute(
             text(
-                "DELETE FROM job_key_dups d USING jobs j WHERE d.job_id = j.id "
+                "DELETE FROM bulkops_ledger.job_key_dups d USING bulkops_ledger.jobs j "
+                "WHERE d.job_id = j.id "
                 "AND j.state = ANY(CAST(:finished AS text[]))"
             ),
             {"finished": sorted(FINISHED_STATES)},

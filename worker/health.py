@@ -152,10 +152,16 @@ def record(report: HealthReport, retention_days: float, engine: Engine | None = 
 
     with session_scope(engine) as session:
         session.execute(
-            text("INSERT INTO health_checks (healthy, details) VALUES (:h, CAST(:d AS jsonb))"),
+            text(
+                "INSERT INTO bulkops_ledger.health_checks (healthy, details) "
+                "VALUES (:h, CAST(:d AS jsonb))"
+            ),
             {"h": report.healthy, "d": json.dumps(report.to_dict())},
         )
         session.execute(
-            text("DELETE FROM health_checks WHERE checked_at < now() - make_interval(secs => :s)"),
+            text(
+                "DELETE FROM bulkops_ledger.health_checks WHERE checked_at < now() - "
+                "make_interval(secs => :s)"
+            ),
             {"s": retention_days * 86400},
         )

@@ -121,7 +121,8 @@ def insert_job(
     wanted = json.loads(to_json(params))
     row = session.execute(
         text(
-            "INSERT INTO jobs (kind, state, params, idempotency_key, celery_task_id) "
+            "INSERT INTO bulkops_ledger.jobs (kind, state, params, idempotency_key, "
+            "celery_task_id) "
             "VALUES (:kind, :queued, CAST(:params AS jsonb), :key, :task_id) "
             "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id"
         ),
@@ -136,7 +137,7 @@ def insert_job(
     if row is not None:
         return int(row.id), True
     existing = session.execute(
-        text("SELECT id, kind, params FROM jobs WHERE idempotency_key = :key"),
+        text("SELECT id, kind, params FROM bulkops_ledger.jobs WHERE idempotency_key = :key"),
         {"key": key},
     ).one()
     if existing.kind != kind:
@@ -156,7 +157,7 @@ def insert_job(
 def remove_unsent(session: Session, job_id: int) -> None:
     """The message of a new job could not be sent: its row goes, unless a worker took it."""
     session.execute(
-        text("DELETE FROM jobs WHERE id = :id AND state = :queued"),
+        text("DELETE FROM bulkops_ledger.jobs WHERE id = :id AND state = :queued"),
         {"id": job_id, **STATES},
     )
 
@@ -180,7 +181,7 @@ def claim(job_id: int, max_attempts: int) -> Job | None:
     with session_scope() as session:
         row = session.execute(
             text(
-                "UPDATE jobs SET state = :running, attempts = attempts + 1, "
+                "UPDATE bulkops_ledger.jobs SET state = :running, attempts = attempts + 1, "
                 "started_at = coalesce(started_at, now()), heartbeat_at = now() "
                 "WHERE id = :id AND (state = :queued "
                 "OR (state = :running AND chunks_total IS NULL)) "
@@ -200,7 +201,8 @@ def unclaim(job_id: int) -> None:
     with session_scope() as session:
         session.execute(
             text(
-                "UPDATE jobs SET state = :queued, attempts = greatest(attempts - 1, 0) "
+                "UPDATE bulkops_ledger.jobs "
+                "SET state = :queued, attempts = greatest(attempts - 1, 0) "
                 "WHERE id = :id AND state = :running AND chunks_total IS NULL"
             ),
             {"id": job_id, **STATES},
@@ -211,7 +213,7 @@ def store_plan(session: Session, job_id: int, specs: list[dict[str, Any]]) -> bo
     """Store the chunk specs in the plan's transaction; False if the job stopped meanwhile."""
     row = session.execute(
         text(
-            "UPDATE jobs SET heartbeat_at = now(), "
+            "UPDATE bulkops_ledger.jobs SET heartbeat_at = now(), "
             "params = (params - :early) || jsonb_build_object('chunks', CAST(:specs AS jsonb)) "
             "WHERE id = :id AND state = :running RETURNING id"
         ),
@@ -228,7 +230,7 @@ def store_early_spec(session: Session, job_id: int, spec: dict[str, Any]) -> boo
     """
     row = session.execute(
         text(
-            "UPDATE jobs SET heartbeat_at = now(), params = CASE "
+            "UPDATE bulkops_ledger.jobs SET heartbeat_at = now(), params = CASE "
             "WHEN coalesce(jsonb_array_length(params -> :early), 0) = :n THEN params || "
             "  jsonb_build_object(CAST(:early AS text), "
             "    coalesce(params -> :early, '[]') || jsonb_build_array(CAST(:spec AS jsonb))) "
@@ -250,7 +252,8 @@ def plan_of(job_id: int) -> list[dict[str, Any]]:
     """A job's stored chunk specs ([] before its plan)."""
     with session_scope() as session:
         specs = session.execute(
-            text("SELECT params -> 'chunks' FROM jobs WHERE id = :id"), {"id": job_id}
+            text("SELECT params -> 'chunks' FROM bulkops_ledger.jobs WHERE id = :id"),
+            {"id": job_id},
         ).scalar()
     return list(specs or [])
 
@@ -259,7 +262,8 @@ def set_param(session: Session, job_id: int, name: str, value: Any) -> None:
     """Add one key to a job's params (e.g. a dry run's breakdown), in the plan's transaction."""
     session.execute(
         text(
-            "UPDATE jobs SET params = params || jsonb_build_object(CAST(:name AS text), "
+            "UPDATE bulkops_ledger.jobs "
+            "SET params = params || jsonb_build_object(CAST(:name AS text), "
             "CAST(:value AS jsonb)) WHERE id = :id"
         ),
         {"id": job_id, "name": name, "value": to_json(value)},
@@ -271,7 +275,8 @@ def set_planned(job_id: int, chunks_total: int) -> str:
     with session_scope() as session:
         row = session.execute(
             text(
-                f"UPDATE jobs SET chunks_total = :n, heartbeat_at = now(), {_FINISH_IF_DONE} "
+                "UPDATE bulkops_ledger.jobs SET chunks_total = :n, heartbeat_at = now(), "
+                f"{_FINISH_IF_DONE} "
                 "WHERE id = :id AND state IN (:running, :cancelling) RETURNING state"
             ),
             {"id": job_id, "n": chunks_total, **STATES},
@@ -289,7 +294,10 @@ def resume_requested(job: Job) -> bool:
 def touch(job_id: int) -> None:
     """A sign of life from the job's planner (its fan-out was resumed)."""
     with session_scope() as session:
-        session.execute(text("UPDATE jobs SET heartbeat_at = now() WHERE id = :id"), {"id": job_id})
+        session.execute(
+            text("UPDATE bulkops_ledger.jobs SET heartbeat_at = now() WHERE id = :id"),
+            {"id": job_id},
+        )
 
 
 # --- chunks commit -------------------------------------------------------------------
@@ -312,7 +320,9 @@ def running_job(session: Session, job_id: int) -> Job | None:
 
 def state_of(job_id: int) -> str:
     with session_scope() as session:
-        state = session.execute(text("SELECT state FROM jobs WHERE id = :id"), {"id": job_id})
+        state = session.execute(
+            text("SELECT state FROM bulkops_ledger.jobs WHERE id = :id"), {"id": job_id}
+        )
         return str(state.scalar() or "missing")
 
 
@@ -332,7 +342,7 @@ def record_chunk(
     row = session.execute(
         text(
             """
-            UPDATE jobs SET
+            UPDATE bulkops_ledger.jobs SET
                 rows_read = rows_read + :read,
                 rows_inserted = rows_inserted + :inserted,
                 rows_updated = rows_updated + :updated,
@@ -389,7 +399,7 @@ def add_counts(session: Session, job_id: int, counts: ChunkCounts) -> None:
     """
     session.execute(
         text(
-            "UPDATE jobs SET rows_read = rows_read + :read, "
+            "UPDATE bulkops_ledger.jobs SET rows_read = rows_read + :read, "
             "rows_inserted = rows_inserted + :inserted, rows_updated = rows_updated + :updated, "
             "rows_skipped = rows_skipped + :skipped, rows_rejected = rows_rejected + :rejected "
             "WHERE id = :id"
@@ -407,7 +417,7 @@ def _fail(session: Session, job_id: int, message: str, also_finished: bool = Fal
         states = "(:queued, :running, :cancelling)"
     session.execute(
         text(
-            "UPDATE jobs SET state = :failed, error = :error, "
+            "UPDATE bulkops_ledger.jobs SET state = :failed, error = :error, "
             f"finished_at = coalesce(finished_at, now()) WHERE id = :id AND state IN {states}"
         ),
         {"id": job_id, "error": pg_text(message[:4000]), **STATES},
@@ -438,7 +448,7 @@ def request_cancel(session: Session, job_id: int) -> str:
     row = session.execute(
         text(
             """
-            UPDATE jobs SET cancel_requested = true,
+            UPDATE bulkops_ledger.jobs SET cancel_requested = true,
                 state = CASE WHEN state = :queued THEN :cancelled
                              WHEN state = :running THEN :cancelling ELSE state END,
                 finished_at = CASE WHEN state = :queued THEN clock_timestamp()
@@ -459,7 +469,7 @@ def add_rejects(
     """The rejects, in the caller's transaction: one COPY (a chunk may have thousands)."""
     copy_rows(
         session,
-        "job_rejects",
+        "bulkops_ledger.job_rejects",
         ("job_id", "chunk_no", "line", '"column"', "reason", "raw"),
         [(job_id, chunk_no, r.line, r.column, r.reason, r.raw) for r in map(storable, rejects)],
     )
@@ -505,10 +515,13 @@ def upload_params(conn: Connection) -> list[dict[str, Any]]:
 
     Nothing when the ledger has no table yet (a database never migrated).
     """
-    if conn.execute(text("SELECT to_regclass('jobs')")).scalar() is None:
+    if conn.execute(text("SELECT to_regclass('bulkops_ledger.jobs')")).scalar() is None:
         return []
     rows = conn.execute(
-        text("SELECT params -> 'upload' FROM jobs WHERE params -> 'upload' IS NOT NULL")
+        text(
+            "SELECT params -> 'upload' FROM bulkops_ledger.jobs "
+            "WHERE params -> 'upload' IS NOT NULL"
+        )
     )
     return [r[0] for r in rows if isinstance(r[0], dict)]
 
@@ -549,7 +562,7 @@ def totals() -> LedgerTotals:
         result = session.execute(
             text(
                 f"SELECT kind, state, count(*) AS n, coalesce(sum(chunks_done), 0) AS chunks, "
-                f"{sums} FROM jobs GROUP BY kind, state ORDER BY kind, state"
+                f"{sums} FROM bulkops_ledger.jobs GROUP BY kind, state ORDER BY kind, state"
             )
         ).all()
     rows: dict[tuple[str, str], int] = {}
@@ -569,7 +582,9 @@ def finished_upload(job_id: int) -> Any | None:
     with session_scope() as session:
         row = session.execute(
             # Not the whole params: an import's holds its plan (every chunk).
-            text("SELECT state, params -> 'upload' AS upload FROM jobs WHERE id = :id"),
+            text(
+                "SELECT state, params -> 'upload' AS upload FROM bulkops_ledger.jobs WHERE id = :id"
+            ),
             {"id": job_id},
         ).first()
     if row is None or row.state not in FINISHED_STATES:
@@ -580,7 +595,7 @@ def finished_upload(job_id: int) -> Any | None:
 def celery_task_id(job_id: int) -> str | None:
     with session_scope() as session:
         return session.execute(
-            text("SELECT celery_task_id FROM jobs WHERE id = :id"), {"id": job_id}
+            text("SELECT celery_task_id FROM bulkops_ledger.jobs WHERE id = :id"), {"id": job_id}
         ).scalar()
 
 

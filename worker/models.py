@@ -1,5 +1,11 @@
 """All tables: the data model (users, todos) and the job ledger.
 
+The ledger (every table bulkops owns) lives in its own PostgreSQL schema,
+:data:`LEDGER_SCHEMA`, and every statement names it: an application's own
+tables (a ``public.jobs`` of its own, its ``alembic check``) never meet it.
+The example's ``users`` and ``todos`` are the example application's, in the
+default schema.
+
 Timestamps are timezone-aware UTC, set by the database. ``updated_at`` is kept
 true by a trigger created in the first migration, so it changes on every
 UPDATE, whoever issues it (the ORM, a bulk statement or psql).
@@ -110,6 +116,14 @@ class Todo(SQLModel, table=True):
 
 # --- job ledger ------------------------------------------------------------------
 
+# Not "bulkops": PostgreSQL's default search_path starts with "$user", and the
+# compose stack's role is bulkops, so a schema of that name would be first in
+# every one of its connections (unqualified CREATE TABLE would land in it, an
+# application's unqualified "jobs" would resolve to the ledger's).
+LEDGER_SCHEMA = "bulkops_ledger"
+_IN_LEDGER = {"schema": LEDGER_SCHEMA}
+_JOB_ID_FK = f"{LEDGER_SCHEMA}.jobs.id"
+
 
 class JobKind(enum.StrEnum):
     IMPORT = "import"
@@ -142,7 +156,7 @@ class Job(SQLModel, table=True):
     """One row per job: the truth the CLI, the API and recovery read."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_state_created_at", "state", "created_at"),)
+    __table_args__ = (Index("ix_jobs_state_created_at", "state", "created_at"), _IN_LEDGER)
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
     kind: str = Field(sa_column=Column(String(20), nullable=False))
@@ -194,9 +208,10 @@ class JobChunk(SQLModel, table=True):
     """One row per committed chunk, written in the chunk's own transaction."""
 
     __tablename__ = "job_chunks"
+    __table_args__ = _IN_LEDGER
 
     job_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+        sa_column=Column(BigInteger, ForeignKey(_JOB_ID_FK, ondelete="CASCADE"), primary_key=True)
     )
     chunk_no: int = Field(sa_column=Column(Integer, primary_key=True))
     rows_read: int = _counter()
@@ -220,9 +235,10 @@ class JobChunkStart(SQLModel, table=True):
     """
 
     __tablename__ = "job_chunk_starts"
+    __table_args__ = _IN_LEDGER
 
     job_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+        sa_column=Column(BigInteger, ForeignKey(_JOB_ID_FK, ondelete="CASCADE"), primary_key=True)
     )
     chunk_no: int = Field(sa_column=Column(Integer, primary_key=True))
     unfinished: int = Field(
@@ -244,10 +260,10 @@ class JobUpdateId(SQLModel, table=True):
     """
 
     __tablename__ = "job_update_ids"
-    __table_args__ = (Index("ix_job_update_ids_job_id_chunk_no", "job_id", "chunk_no"),)
+    __table_args__ = (Index("ix_job_update_ids_job_id_chunk_no", "job_id", "chunk_no"), _IN_LEDGER)
 
     job_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+        sa_column=Column(BigInteger, ForeignKey(_JOB_ID_FK, ondelete="CASCADE"), primary_key=True)
     )
     line: int = Field(sa_column=Column(BigInteger, primary_key=True))
     row_id: int = Field(sa_column=Column(BigInteger, nullable=False))  # the target's primary key
@@ -266,10 +282,10 @@ class JobKeyDup(SQLModel, table=True):
     """
 
     __tablename__ = "job_key_dups"
-    __table_args__ = (Index("ix_job_key_dups_job_id_digest", "job_id", "digest"),)
+    __table_args__ = (Index("ix_job_key_dups_job_id_digest", "job_id", "digest"), _IN_LEDGER)
 
     job_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+        sa_column=Column(BigInteger, ForeignKey(_JOB_ID_FK, ondelete="CASCADE"), primary_key=True)
     )
     line: int = Field(sa_column=Column(BigInteger, primary_key=True))
     chunk_no: int = Field(sa_column=Column(Integer, nullable=False))
@@ -282,11 +298,11 @@ class JobReject(SQLModel, table=True):
     """One row per rejected input row: where it was, why, and its original text."""
 
     __tablename__ = "job_rejects"
-    __table_args__ = (Index("ix_job_rejects_job_id_line", "job_id", "line"),)
+    __table_args__ = (Index("ix_job_rejects_job_id_line", "job_id", "line"), _IN_LEDGER)
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
     job_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False)
+        sa_column=Column(BigInteger, ForeignKey(_JOB_ID_FK, ondelete="CASCADE"), nullable=False)
     )
     chunk_no: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     line: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
@@ -299,13 +315,13 @@ class HealthCheck(SQLModel, table=True):
     """One row per health check run; old rows are pruned by the health task."""
 
     __tablename__ = "health_checks"
+    # Named: index=True would name it after the schema-qualified column.
+    __table_args__ = (Index("ix_health_checks_checked_at", "checked_at"), _IN_LEDGER)
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
     checked_at: datetime | None = Field(
         default=None,
-        sa_column=Column(
-            DateTime(timezone=True), nullable=False, server_default=func.now(), index=True
-        ),
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
     )
     healthy: bool = Field(sa_column=Column(Boolean, nullable=False))
     details: dict[str, Any] = Field(

@@ -283,23 +283,24 @@ def load_ids_file(
             elif reject is not None:
                 rejects.append(reject)
             if len(rows) >= IDS_BATCH:
-                copy_rows(session, "job_update_ids", _ID_COLUMNS, rows)
+                copy_rows(session, "bulkops_ledger.job_update_ids", _ID_COLUMNS, rows)
                 rows.clear()
             if len(rejects) >= IDS_BATCH:
                 ledger.add_rejects(session, job_id, 0, rejects)
                 rejected += len(rejects)
                 rejects.clear()
-    copy_rows(session, "job_update_ids", _ID_COLUMNS, rows)
+    copy_rows(session, "bulkops_ledger.job_update_ids", _ID_COLUMNS, rows)
     ledger.add_rejects(session, job_id, 0, rejects)
     rejected += len(rejects)
     session.execute(
         text(
-            "UPDATE job_update_ids u SET "
+            "UPDATE bulkops_ledger.job_update_ids u SET "
             "chunk_no = CASE WHEN s.line = s.first THEN CAST((s.rank - 1) / :batch AS int) END, "
             "dup_of = CASE WHEN s.line <> s.first THEN s.first END "
             "FROM (SELECT line, min(line) OVER (PARTITION BY row_id) AS first, "
             "dense_rank() OVER (ORDER BY row_id) AS rank "
-            "FROM job_update_ids WHERE job_id = :id) s WHERE u.job_id = :id AND u.line = s.line"
+            "FROM bulkops_ledger.job_update_ids WHERE job_id = :id) s "
+            "WHERE u.job_id = :id AND u.line = s.line"
         ),
         {"id": job_id, "batch": batch},
     )
@@ -307,7 +308,7 @@ def load_ids_file(
     while True:
         dups = session.execute(
             text(
-                "SELECT line, row_id, dup_of FROM job_update_ids WHERE job_id = :id "
+                "SELECT line, row_id, dup_of FROM bulkops_ledger.job_update_ids WHERE job_id = :id "
                 "AND line > :after AND dup_of IS NOT NULL ORDER BY line LIMIT :n"
             ),
             {"id": job_id, "after": after, "n": IDS_BATCH},
@@ -326,7 +327,10 @@ def load_ids_file(
         rejected += len(dups)
         after = int(dups[-1].line)
     chunks = session.execute(
-        text("SELECT coalesce(max(chunk_no) + 1, 0) FROM job_update_ids WHERE job_id = :id"),
+        text(
+            "SELECT coalesce(max(chunk_no) + 1, 0) FROM bulkops_ledger.job_update_ids "
+            "WHERE job_id = :id"
+        ),
         {"id": job_id},
     ).scalar_one()
     return int(chunks), rejected
@@ -337,7 +341,10 @@ def _chunk_ids(session: Session, job_id: int, chunk_no: int) -> dict[int, int]:
     return {
         int(r.row_id): int(r.line)
         for r in session.execute(
-            text("SELECT row_id, line FROM job_update_ids WHERE job_id = :id AND chunk_no = :n"),
+            text(
+                "SELECT row_id, line FROM bulkops_ledger.job_update_ids "
+                "WHERE job_id = :id AND chunk_no = :n"
+            ),
             {"id": job_id, "n": chunk_no},
         )
     }

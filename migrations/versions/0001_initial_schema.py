@@ -12,7 +12,8 @@ import sqlmodel.sql.sqltypes  # noqa: F401
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-from worker.config import targets_reference
+from worker.migrate import EXAMPLE_TABLES
+from worker.migrate import example_in_use as with_example
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -20,14 +21,6 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 TOUCHED_TABLES = ("users", "todos", "jobs")
-EXAMPLE_TABLES = ("users", "todos")
-
-
-def with_example() -> bool:
-    """The built-in example's tables come with the example: only a database migrated
-    without ``BULKOPS_TARGETS`` (the example in use) gets ``users`` and ``todos``, so
-    ``bulkops migrate`` never meets an application's own tables of those names."""
-    return targets_reference() is None
 
 
 def _existing(tables: Sequence[str]) -> list[str]:

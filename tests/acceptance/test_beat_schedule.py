@@ -43,7 +43,7 @@ def _schedule_jobs(env: dict[str, str]) -> list[tuple[int, str, str]]:
         (int(r[0]), str(r[1]), str(r[2]))
         for r in query_rows(
             env,
-            "SELECT id, idempotency_key, state FROM jobs "
+            "SELECT id, idempotency_key, state FROM bulkops_ledger.jobs "
             "WHERE idempotency_key LIKE 'schedule:%' ORDER BY id",
         )
     ]
@@ -69,7 +69,10 @@ def test_two_beats_give_one_job_per_slot(bulkops_env: dict[str, str], tmp_path: 
             wait_for(lambda: len(_schedule_jobs(env)) >= 3, what="three scheduled slots")
         # (beats stopped: let the worker finish what they sent)
         wait_for(
-            lambda: query(env, "SELECT count(*) FROM jobs WHERE finished_at IS NULL") == 0,
+            lambda: (
+                query(env, "SELECT count(*) FROM bulkops_ledger.jobs WHERE finished_at IS NULL")
+                == 0
+            ),
             what="every job finished",
         )
     jobs = _schedule_jobs(env)

@@ -155,7 +155,10 @@ def test_seed_without_wait_prints_the_queued_job_which_a_worker_started_later_ru
     assert submitted["state"] == "queued"
     job_id = submitted["id"]
     # ... the ledger has the job queued, and Redis holds one JSON message carrying only its id
-    assert query(bulkops_env, "SELECT state FROM jobs WHERE id = :id", id=job_id) == "queued"
+    assert (
+        query(bulkops_env, "SELECT state FROM bulkops_ledger.jobs WHERE id = :id", id=job_id)
+        == "queued"
+    )
     messages = _queued_messages(bulkops_env["REDIS_URL"], IMPORTS)
     assert len(messages) == 1
     message = messages[0]
@@ -255,7 +258,7 @@ def test_health_json_is_healthy_with_every_check_and_is_recorded(
     bulkops_env: dict[str, str],
 ) -> None:
     # Given reachable PostgreSQL and Redis
-    recorded_before = query(bulkops_env, "SELECT count(*) FROM health_checks")
+    recorded_before = query(bulkops_env, "SELECT count(*) FROM bulkops_ledger.health_checks")
 
     # When a user checks health as JSON
     result = run_bulkops(bulkops_env, "health", "--json")
@@ -270,8 +273,13 @@ def test_health_json_is_healthy_with_every_check_and_is_recorded(
         assert isinstance(check["detail"], str) and check["detail"], name
     assert set(checks["queues"]["data"]["depth"]) == set(QUEUES)
     # ... and the run was recorded in the ledger as healthy
-    assert query(bulkops_env, "SELECT count(*) FROM health_checks") == recorded_before + 1
-    assert query(bulkops_env, "SELECT healthy FROM health_checks ORDER BY id DESC LIMIT 1")
+    assert (
+        query(bulkops_env, "SELECT count(*) FROM bulkops_ledger.health_checks")
+        == recorded_before + 1
+    )
+    assert query(
+        bulkops_env, "SELECT healthy FROM bulkops_ledger.health_checks ORDER BY id DESC LIMIT 1"
+    )
 
 
 def test_health_with_redis_unreachable_is_unhealthy_and_says_why(
@@ -348,7 +356,7 @@ def test_seed_without_a_required_variable_names_it_on_one_line(
     # Then exit 2 with one line naming the variable, and no job was written
     assert result.returncode == 2, describe(result)
     assert missing in one_line_error(result)
-    assert query(bulkops_env, "SELECT count(*) FROM jobs") == 0
+    assert query(bulkops_env, "SELECT count(*) FROM bulkops_ledger.jobs") == 0
 
 
 @pytest.fixture(scope="module")
@@ -402,7 +410,7 @@ def test_seed_with_redis_unreachable_fails_and_leaves_no_queued_job(
     # Then exit 1 (broker unavailable), nothing on stdout, and no job is left queued
     assert result.returncode == 1, describe(result)
     assert result.stdout == "", describe(result)
-    assert query(env, "SELECT count(*) FROM jobs WHERE state = 'queued'") == 0
+    assert query(env, "SELECT count(*) FROM bulkops_ledger.jobs WHERE state = 'queued'") == 0
 
 
 def test_seed_with_redis_unreachable_says_so_in_one_line(

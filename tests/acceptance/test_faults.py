@@ -77,7 +77,7 @@ def test_sigkill_mid_import_then_new_worker_finishes_exactly(
     assert todo_table() == expected
     with db.session_scope() as s:
         assert s.execute(text("SELECT count(*) FROM todos")).scalar_one() == 100_000
-        assert s.execute(text("SELECT count(*) FROM job_chunks")).scalar_one() == 100
+        assert s.execute(text("SELECT count(*) FROM bulkops_ledger.job_chunks")).scalar_one() == 100
 
 
 def test_sigkill_mid_status_update_then_new_worker_finishes_exactly(
@@ -134,7 +134,10 @@ def test_two_workers_share_one_import(
     assert summary.state == "succeeded", summary.error
     assert summary.rows_inserted == 30_000
     with db.session_scope() as s:
-        hosts = {r[0].split("@")[0] for r in s.execute(text("SELECT worker FROM job_chunks"))}
+        hosts = {
+            r[0].split("@")[0]
+            for r in s.execute(text("SELECT worker FROM bulkops_ledger.job_chunks"))
+        }
     assert len(hosts) == 2, f"chunks ran on {hosts}"
     assert todo_table() == expected
 
@@ -183,7 +186,10 @@ def test_poison_chunk_fails_the_job_after_the_bound_instead_of_looping(
             while not client.summary(job_id).finished and time.monotonic() < deadline:
                 with db.session_scope() as s:
                     starts = s.execute(
-                        text("SELECT coalesce(sum(unfinished), 0) FROM job_chunk_starts")
+                        text(
+                            "SELECT coalesce(sum(unfinished), 0) FROM "
+                            "bulkops_ledger.job_chunk_starts"
+                        )
                     ).scalar_one()
                 if starts > kills:
                     time.sleep(0.5)  # let it reach the locked table

@@ -75,7 +75,9 @@ class Flower:
 
     def job_task(self, job_id: int, state: str) -> dict[str, Any]:
         """The job's own task once Flower shows it in ``state``."""
-        task_id = query(self.env, "SELECT celery_task_id FROM jobs WHERE id = :id", id=job_id)
+        task_id = query(
+            self.env, "SELECT celery_task_id FROM bulkops_ledger.jobs WHERE id = :id", id=job_id
+        )
         return _poll(  # type: ignore[no-any-return]
             lambda: (t := self.task(task_id)).get("state") == state and t,
             JOB_TIMEOUT_S,

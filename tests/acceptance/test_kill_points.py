@@ -119,7 +119,9 @@ def prepare(env: Mapping[str, str], import_root: Path) -> None:
 
 def job(env: Mapping[str, str], job_id: int) -> dict[str, Any]:
     ((state, done, total),) = query_rows(
-        env, "SELECT state, chunks_done, chunks_total FROM jobs WHERE id = :id", id=job_id
+        env,
+        "SELECT state, chunks_done, chunks_total FROM bulkops_ledger.jobs WHERE id = :id",
+        id=job_id,
     )
     return {"state": state, "done": done, "total": total}
 
@@ -136,7 +138,7 @@ def committed(env: Mapping[str, str], job_id: int, chunk_no: int) -> bool:
     return bool(
         query(
             env,
-            "SELECT count(*) FROM job_chunks WHERE job_id = :id AND chunk_no = :n",
+            "SELECT count(*) FROM bulkops_ledger.job_chunks WHERE job_id = :id AND chunk_no = :n",
             id=job_id,
             n=chunk_no,
         )
@@ -157,7 +159,7 @@ def outcome(env: Mapping[str, str], job_id: int) -> Outcome:
     ((state, error, read, ins, upd, skip, rej, done, total),) = query_rows(
         env,
         "SELECT state, error, rows_read, rows_inserted, rows_updated, rows_skipped, "
-        "rows_rejected, chunks_done, chunks_total FROM jobs WHERE id = :id",
+        "rows_rejected, chunks_done, chunks_total FROM bulkops_ledger.jobs WHERE id = :id",
         id=job_id,
     )
     table = query_rows(
@@ -167,7 +169,8 @@ def outcome(env: Mapping[str, str], job_id: int) -> Outcome:
     )
     rejects = query_rows(
         env,
-        'SELECT line, "column", reason FROM job_rejects WHERE job_id = :id ORDER BY 1, 2, 3',
+        'SELECT line, "column", reason FROM bulkops_ledger.job_rejects '
+        "WHERE job_id = :id ORDER BY 1, 2, 3",
         id=job_id,
     )
     return Outcome(state, error, (read, ins, upd, skip, rej), (done, total), table, rejects)
@@ -276,7 +279,7 @@ CLAIM_GATE_KEY = 8_008_001
 CLAIM_GATE = (
     "CREATE FUNCTION test_claim_gate() RETURNS trigger LANGUAGE plpgsql AS "
     "$$ BEGIN PERFORM pg_advisory_xact_lock(8008001); RETURN NEW; END $$",
-    "CREATE TRIGGER test_claim_gate BEFORE UPDATE ON jobs FOR EACH ROW "
+    "CREATE TRIGGER test_claim_gate BEFORE UPDATE ON bulkops_ledger.jobs FOR EACH ROW "
     "WHEN (OLD.state = 'queued' AND NEW.state = 'running') EXECUTE FUNCTION test_claim_gate()",
 )
 JOB_TASK = "tasks.imports.run_import"
@@ -295,10 +298,13 @@ def test_killed_right_after_submit(
         # Given the job's message delivered to the worker, its claim not yet made
         with HeldLocks(env, "SELECT pg_advisory_xact_lock(:k)", k=CLAIM_GATE_KEY):
             job_id = client.submit_import(FILE)
-            wait_for(lambda: lock_waiters(env, "%UPDATE jobs%") > 0, what="the claim to wait")
+            wait_for(
+                lambda: lock_waiters(env, "%UPDATE bulkops_ledger.jobs%") > 0,
+                what="the claim to wait",
+            )
             # When the whole worker is killed right then
             kill_group(first)
-        execute(env, "DROP TRIGGER test_claim_gate ON jobs")
+        execute(env, "DROP TRIGGER test_claim_gate ON bulkops_ledger.jobs")
     assert job(env, job_id)["state"] == "queued"
     assert (JOB_TASK, (job_id,)) in broker_messages(env["REDIS_URL"], queued=False), (
         "the job's message must be left delivered and unacknowledged by the dead worker"
@@ -308,9 +314,9 @@ def test_killed_right_after_submit(
     with fresh_worker_and_beat(env, tmp_path / "fresh"):
         wait_finished(env, job_id)
     assert_same(outcome(env, job_id), undisturbed)
-    assert query(env, "SELECT resent_at FROM jobs WHERE id = :id", id=job_id) is None, (
-        "finished by its own message, not re-sent as a stuck job"
-    )
+    assert (
+        query(env, "SELECT resent_at FROM bulkops_ledger.jobs WHERE id = :id", id=job_id) is None
+    ), "finished by its own message, not re-sent as a stuck job"
 
 
 def test_killed_while_planning(
@@ -320,7 +326,7 @@ def test_killed_while_planning(
     with worker_proc(env, tmp_path / "killed") as first:
         prepare(env, import_root)
         # Given the plan blocked at its write of the file's repeated keys (job_key_dups)
-        with HeldLocks(env, "LOCK TABLE job_key_dups IN ACCESS EXCLUSIVE MODE"):
+        with HeldLocks(env, "LOCK TABLE bulkops_ledger.job_key_dups IN ACCESS EXCLUSIVE MODE"):
             job_id = client.submit_import(FILE)
             wait_for(
                 lambda: lock_waiters(env, "%job_key_dups%") > 0,
@@ -335,7 +341,7 @@ def test_killed_while_planning(
     assert_same(outcome(env, job_id), undisturbed)
     # and the killed planning counted as an attempt: a job whose planning kills
     # its worker every time must end failed, not be sent again forever.
-    assert query(env, "SELECT attempts FROM jobs WHERE id = :id", id=job_id) >= 2
+    assert query(env, "SELECT attempts FROM bulkops_ledger.jobs WHERE id = :id", id=job_id) >= 2
 
 
 def test_killed_mid_chunk(
@@ -424,11 +430,11 @@ def test_killed_while_the_job_finishes(
             # and then blocked at its finishing UPDATE of the job row
             # (NO KEY UPDATE: the chunk's insert into job_chunks takes KEY SHARE
             # on the job row for its foreign key, which FOR UPDATE would block.)
-            job_row = "SELECT id FROM jobs WHERE id = :id FOR NO KEY UPDATE"
+            job_row = "SELECT id FROM bulkops_ledger.jobs WHERE id = :id FOR NO KEY UPDATE"
             with HeldLocks(env, job_row, id=job_id):
                 held.release()
                 wait_for(
-                    lambda: lock_waiters(env, "%UPDATE jobs%", wrote=True) > 0,
+                    lambda: lock_waiters(env, "%UPDATE bulkops_ledger.jobs%", wrote=True) > 0,
                     what="the last chunk's finishing UPDATE to wait on the job row",
                 )
                 # When the whole worker is killed while the job finishes
@@ -498,7 +504,7 @@ def test_redis_restarted_while_the_job_fans_out(
         prepare(env, import_root)
         # Given a job planned while Redis holds every write: its fan-out hangs at
         # the first chunk it sends (the plan is held on a lock until Redis pauses)
-        with HeldLocks(env, "LOCK TABLE job_key_dups IN ACCESS EXCLUSIVE MODE"):
+        with HeldLocks(env, "LOCK TABLE bulkops_ledger.job_key_dups IN ACCESS EXCLUSIVE MODE"):
             job_id = client.submit_import(FILE)
             wait_for(lambda: lock_waiters(env, "%job_key_dups%") > 0, what="the plan")
             broker.execute_command("CLIENT", "PAUSE", "60000", "WRITE")

@@ -24,13 +24,12 @@ from acceptance_support import (
 )
 
 from worker import client
-from worker.migrate import VERSION_TABLE
+from worker.migrate import QUALIFIED_VERSION_TABLE
+from worker.models import LEDGER_SCHEMA
 
 pytestmark = pytest.mark.acceptance
 
-OUR_TABLES = {
-    "users",
-    "todos",
+LEDGER_TABLES = (
     "jobs",
     "job_chunks",
     "job_chunk_starts",
@@ -38,7 +37,9 @@ OUR_TABLES = {
     "job_key_dups",
     "job_update_ids",
     "health_checks",
-    VERSION_TABLE,
+)
+OUR_TABLES = {"users", "todos", QUALIFIED_VERSION_TABLE} | {
+    f"{LEDGER_SCHEMA}.{t}" for t in LEDGER_TABLES
 }
 
 
@@ -63,7 +64,12 @@ def dev(env: dict[str, str]) -> dict[str, str]:
 
 
 def tables(env: dict[str, str]) -> set[str]:
-    rows = query_rows(env, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    """Every table of the database: in public by its name, elsewhere schema-qualified."""
+    rows = query_rows(
+        env,
+        "SELECT CASE schemaname WHEN 'public' THEN tablename ELSE schemaname || '.' || tablename "
+        "END FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+    )
     return {r[0] for r in rows}
 
 
@@ -77,7 +83,10 @@ def filled(bulkops_env: dict[str, str]) -> dict[str, str]:
         "INSERT INTO todos (title, status, owner_id) "
         "SELECT 'todo ' || g, 'active', (SELECT id FROM users) FROM generate_series(1, 7) g",
     )
-    execute(env, "INSERT INTO jobs (kind, state, params) VALUES ('seed', 'succeeded', '{}')")
+    execute(
+        env,
+        "INSERT INTO bulkops_ledger.jobs (kind, state, params) VALUES ('seed', 'succeeded', '{}')",
+    )
     execute(env, "CREATE TABLE app_things (id serial PRIMARY KEY, name text)")
     execute(env, "INSERT INTO app_things (name) VALUES ('keep me')")
     return env
@@ -88,9 +97,9 @@ def fingerprint(env: dict[str, str]) -> tuple[Any, ...]:
         tables(env),
         query(env, "SELECT count(*) FROM users"),
         query(env, "SELECT count(*) FROM todos"),
-        query(env, "SELECT count(*) FROM jobs"),
+        query(env, "SELECT count(*) FROM bulkops_ledger.jobs"),
         query(env, "SELECT count(*) FROM app_things"),
-        query(env, f"SELECT version_num FROM {VERSION_TABLE}"),
+        query(env, f"SELECT version_num FROM {QUALIFIED_VERSION_TABLE}"),
     )
 
 
@@ -129,13 +138,13 @@ def test_refused_when_the_wrong_name_is_typed(filled: dict[str, str]) -> None:
 def test_reset_drops_our_rows_keeps_the_application_table_and_migrates_to_head(
     filled: dict[str, str],
 ) -> None:
-    head = query(filled, f"SELECT version_num FROM {VERSION_TABLE}")
+    head = query(filled, f"SELECT version_num FROM {QUALIFIED_VERSION_TABLE}")
     result = reset(dev(filled), typed=database_name(filled) + "\n")
     assert result.returncode == 0, describe(result)
     assert f"migrated to {head}" in result.stdout
     assert OUR_TABLES | {"app_things"} == tables(filled)
-    assert query(filled, f"SELECT version_num FROM {VERSION_TABLE}") == head
-    for table in ("users", "todos", "jobs"):
+    assert query(filled, f"SELECT version_num FROM {QUALIFIED_VERSION_TABLE}") == head
+    for table in ("users", "todos", f"{LEDGER_SCHEMA}.jobs"):
         assert query(filled, f"SELECT count(*) FROM {table}") == 0, table
     assert query_rows(filled, "SELECT name FROM app_things") == [("keep me",)]
     # the schema works: ids start again, constraints are back
@@ -149,7 +158,9 @@ def test_reset_with_yes_and_seed_gives_the_seeded_rows(filled: dict[str, str]) -
     assert query(filled, "SELECT count(*) FROM users") == 10
     assert query(filled, "SELECT count(*) FROM todos") == 50
     assert query(filled, "SELECT count(*) FROM users WHERE email = 'a@example.com'") == 0
-    job = query_rows(filled, "SELECT kind, state, rows_inserted, rows_rejected FROM jobs")
+    job = query_rows(
+        filled, "SELECT kind, state, rows_inserted, rows_rejected FROM bulkops_ledger.jobs"
+    )
     assert job == [("seed", "succeeded", 60, 0)], describe(result)
     assert "seeded (job 1, succeeded): 60 rows inserted" in result.stdout
 
@@ -162,7 +173,10 @@ def test_reset_removes_the_jobs_uploaded_files(bulkops_env: dict[str, str]) -> N
     assert query(bulkops_env, "SELECT count(*) FROM pg_largeobject_metadata") == 1
     result = reset(dev(bulkops_env), "--yes")
     assert result.returncode == 0, describe(result)
-    assert query(bulkops_env, "SELECT count(*) FROM jobs WHERE id = :id", id=job_id) == 0
+    assert (
+        query(bulkops_env, "SELECT count(*) FROM bulkops_ledger.jobs WHERE id = :id", id=job_id)
+        == 0
+    )
     assert query(bulkops_env, "SELECT count(*) FROM pg_largeobject_metadata") == 0
 
 

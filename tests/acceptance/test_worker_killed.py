@@ -34,7 +34,7 @@ def _unfinished_starts() -> int:
     with db.session_scope() as s:
         return int(
             s.execute(
-                text("SELECT coalesce(sum(unfinished), 0) FROM job_chunk_starts")
+                text("SELECT coalesce(sum(unfinished), 0) FROM bulkops_ledger.job_chunk_starts")
             ).scalar_one()
         )
 
@@ -42,7 +42,9 @@ def _unfinished_starts() -> int:
 def _attempts(job_id: int) -> int:
     with db.session_scope() as s:
         return int(
-            s.execute(text("SELECT attempts FROM jobs WHERE id = :id"), {"id": job_id}).scalar_one()
+            s.execute(
+                text("SELECT attempts FROM bulkops_ledger.jobs WHERE id = :id"), {"id": job_id}
+            ).scalar_one()
         )
 
 
@@ -87,7 +89,12 @@ def test_whole_worker_killed_mid_chunk_its_chunks_run_again_without_waiting_for_
     with db.session_scope() as s:
         assert s.execute(text("SELECT count(*) FROM todos")).scalar_one() == 6000
         # the two killed starts stay counted (a poison chunk would be bounded)
-        assert s.execute(text("SELECT sum(unfinished) FROM job_chunk_starts")).scalar_one() == 2
+        assert (
+            s.execute(
+                text("SELECT sum(unfinished) FROM bulkops_ledger.job_chunk_starts")
+            ).scalar_one()
+            == 2
+        )
 
 
 def test_job_that_kills_its_worker_while_planning_fails_after_max_attempts(

@@ -10,7 +10,7 @@ from alembic.config import Config
 from worker.config import sqlalchemy_url
 
 # Alembic's default, as an application has it: bulkops keeps its own revision in
-# bulkops_alembic_version, so the two never meet.
+# its own schema (bulkops_ledger.bulkops_alembic_version), so the two never meet.
 VERSION_TABLE = "alembic_version"
 HERE = Path(__file__).resolve().parent
 

@@ -15,6 +15,9 @@ def backdate(job_id: int, seconds: int, *columns: str) -> None:
     """
     sets = ", ".join(f"{c} = now() - make_interval(secs => :s)" for c in columns)
     with session_scope() as s:
-        s.execute(text("ALTER TABLE jobs DISABLE TRIGGER jobs_touch_updated_at"))
-        s.execute(text(f"UPDATE jobs SET {sets} WHERE id = :id"), {"id": job_id, "s": seconds})
-        s.execute(text("ALTER TABLE jobs ENABLE TRIGGER jobs_touch_updated_at"))
+        s.execute(text("ALTER TABLE bulkops_ledger.jobs DISABLE TRIGGER jobs_touch_updated_at"))
+        s.execute(
+            text(f"UPDATE bulkops_ledger.jobs SET {sets} WHERE id = :id"),
+            {"id": job_id, "s": seconds},
+        )
+        s.execute(text("ALTER TABLE bulkops_ledger.jobs ENABLE TRIGGER jobs_touch_updated_at"))

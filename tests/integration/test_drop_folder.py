@@ -52,4 +52,4 @@ def test_a_settled_file_is_imported_once_and_one_being_written_waits(
     assert len(third) == 2 and third[0] == first[0]
     client.wait(third[1], timeout=120)
     with db.session_scope() as s:
-        assert s.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 2
+        assert s.execute(text("SELECT count(*) FROM bulkops_ledger.jobs")).scalar_one() == 2

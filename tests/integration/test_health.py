@@ -36,7 +36,12 @@ def closed_port() -> int:
 def health_rows() -> list[Any]:
     with session_scope() as s:
         return list(
-            s.execute(text("SELECT healthy, details, checked_at FROM health_checks ORDER BY id"))
+            s.execute(
+                text(
+                    "SELECT healthy, details, checked_at FROM bulkops_ledger.health_checks "
+                    "ORDER BY id"
+                )
+            )
         )
 
 
@@ -77,7 +82,7 @@ def test_record_prunes_rows_older_than_the_retention() -> None:
         for age in ("10 days", "6 days", "1 hour"):
             s.execute(
                 text(
-                    "INSERT INTO health_checks (healthy, checked_at) "
+                    "INSERT INTO bulkops_ledger.health_checks (healthy, checked_at) "
                     "VALUES (true, now() - CAST(:age AS interval))"
                 ),
                 {"age": age},
@@ -89,11 +94,14 @@ def test_record_prunes_rows_older_than_the_retention() -> None:
         ages = [
             r[0]
             for r in s.execute(
-                text("SELECT extract(day FROM now() - checked_at) FROM health_checks ORDER BY id")
+                text(
+                    "SELECT extract(day FROM now() - checked_at) FROM "
+                    "bulkops_ledger.health_checks ORDER BY id"
+                )
             )
         ]
         newest = s.execute(
-            text("SELECT healthy FROM health_checks ORDER BY id DESC LIMIT 1")
+            text("SELECT healthy FROM bulkops_ledger.health_checks ORDER BY id DESC LIMIT 1")
         ).scalar_one()
     assert [int(a) for a in ages] == [6, 0, 0]
     assert newest is False

@@ -914,7 +914,8 @@ def test_max_errors_across_chunks(worker: Any, import_root: Path) -> None:
             sess.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
             job = sess.execute(
                 text(
-                    "SELECT state, rows_read, rows_inserted, rows_rejected FROM jobs WHERE id = :id"
+                    "SELECT state, rows_read, rows_inserted, rows_rejected FROM "
+                    "bulkops_ledger.jobs WHERE id = :id"
                 ),
                 {"id": s.id},
             ).one()
@@ -1151,7 +1152,8 @@ def test_large_file_exact_across_chunks(worker: Any, import_root: Path) -> None:
         chunks = sess.execute(
             text(
                 "SELECT chunk_no, rows_read, rows_inserted + rows_updated + rows_skipped "
-                "+ rows_rejected FROM job_chunks WHERE job_id = :id ORDER BY chunk_no"
+                "+ rows_rejected FROM bulkops_ledger.job_chunks "
+                "WHERE job_id = :id ORDER BY chunk_no"
             ),
             {"id": s.id},
         ).all()

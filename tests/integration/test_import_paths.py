@@ -24,7 +24,7 @@ GOOD = "title,status,owner_email\nA,active,ann@example.com\n"
 
 def job_count() -> int:
     with db.session_scope() as s:
-        return int(s.execute(text("SELECT count(*) FROM jobs")).scalar_one())
+        return int(s.execute(text("SELECT count(*) FROM bulkops_ledger.jobs")).scalar_one())
 
 
 def todo_titles() -> list[str]:

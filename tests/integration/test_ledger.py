@@ -119,7 +119,10 @@ def started_job(op: AddUsers) -> tuple[int, list[tuple[int, int]]]:
 def age_heartbeat(job_id: int, seconds: int = 3600) -> None:
     with session_scope() as s:
         s.execute(
-            text("UPDATE jobs SET heartbeat_at = now() - make_interval(secs => :s) WHERE id = :id"),
+            text(
+                "UPDATE bulkops_ledger.jobs SET heartbeat_at = now() - make_interval(secs => :s) "
+                "WHERE id = :id"
+            ),
             {"id": job_id, "s": seconds},
         )
 
@@ -159,7 +162,7 @@ def test_submit_commits_a_queued_row_before_sending() -> None:
 
     def send(job_id: int, task_id: str) -> None:
         # The worker may receive the message at once: the row must already be visible.
-        state = scalar("SELECT state FROM jobs WHERE id = :id", id=job_id)
+        state = scalar("SELECT state FROM bulkops_ledger.jobs WHERE id = :id", id=job_id)
         sent.append((job_id, task_id, state))
 
     job_id = ledger.submit(KIND, {"users": 3}, send)
@@ -184,12 +187,12 @@ def test_failed_send_leaves_no_job_row_and_the_key_can_be_used_again() -> None:
     with pytest.raises(BrokerUnavailable):
         ledger.submit(KIND, {}, broken, key="nightly")
     # Then no job is left queued with no message behind it
-    assert scalar("SELECT count(*) FROM jobs") == 0
+    assert scalar("SELECT count(*) FROM bulkops_ledger.jobs") == 0
     # and the same submit, retried once Redis is back, goes through
     sends: list[int] = []
     job_id = ledger.submit(KIND, {}, lambda j, t: sends.append(j), key="nightly")
     assert sends == [job_id]
-    assert scalar("SELECT count(*) FROM jobs") == 1
+    assert scalar("SELECT count(*) FROM bulkops_ledger.jobs") == 1
 
 
 def test_idempotency_key_returns_the_existing_job_without_sending() -> None:
@@ -202,7 +205,7 @@ def test_idempotency_key_returns_the_existing_job_without_sending() -> None:
     second = ledger.submit(KIND, {"users": 1}, send, key="k-1")
     assert second == first
     assert sends == [first]
-    assert scalar("SELECT count(*) FROM jobs") == 1
+    assert scalar("SELECT count(*) FROM bulkops_ledger.jobs") == 1
     # a different key, or no key, is a new job
     third = ledger.submit(KIND, {"users": 1}, send, key="k-2")
     fourth = ledger.submit(KIND, {"users": 1}, send)
@@ -216,7 +219,7 @@ def test_idempotency_key_of_another_kind_is_a_usage_error() -> None:
     with pytest.raises(UsageError) as info:
         ledger.submit("import", {}, no_send, key="shared")
     assert "shared" in info.value.message
-    assert scalar("SELECT count(*) FROM jobs") == 1
+    assert scalar("SELECT count(*) FROM bulkops_ledger.jobs") == 1
 
 
 def test_same_key_with_other_parameters_is_refused_naming_the_job() -> None:
@@ -228,7 +231,7 @@ def test_same_key_with_other_parameters_is_refused_naming_the_job() -> None:
     assert f"job {first}" in info.value.message and "users" in info.value.message
     # while the same parameters (in any key order) still return the job
     assert ledger.submit(KIND, {"users": 1}, no_send, key="seed-key") == first
-    assert scalar("SELECT count(*) FROM jobs") == 1
+    assert scalar("SELECT count(*) FROM bulkops_ledger.jobs") == 1
 
 
 def test_second_submit_of_a_key_waits_for_a_failing_send_and_never_gets_a_deleted_id() -> None:
@@ -257,7 +260,7 @@ def test_second_submit_of_a_key_waits_for_a_failing_send_and_never_gets_a_delete
     job_id = second_out["result"]
     assert ledger.get_summary(job_id).state == "queued"
     assert sends == [job_id]
-    assert scalar("SELECT count(*) FROM jobs") == 1
+    assert scalar("SELECT count(*) FROM bulkops_ledger.jobs") == 1
 
 
 # --- claim -------------------------------------------------------------------------
@@ -397,7 +400,10 @@ def test_broker_lost_mid_fan_out_resumes_with_the_stored_plan_and_nothing_double
 def test_finished_job_cannot_be_claimed(state: str) -> None:
     job_id = ledger.submit(KIND, {}, no_send)
     with session_scope() as s:
-        s.execute(text("UPDATE jobs SET state = :st WHERE id = :id"), {"st": state, "id": job_id})
+        s.execute(
+            text("UPDATE bulkops_ledger.jobs SET state = :st WHERE id = :id"),
+            {"st": state, "id": job_id},
+        )
     assert ledger.claim(job_id, MAX_ATTEMPTS) is None
     assert job_row(job_id).state == state
 
@@ -428,7 +434,9 @@ def test_restarted_job_enqueues_only_the_chunks_not_committed() -> None:
     age_heartbeat(job_id)
     assert runner.start_job(job_id, op, lambda j, c: None) == 0  # a mere duplicate
     with session_scope() as s:  # recovery found it stuck and re-sent it
-        s.execute(text("UPDATE jobs SET resent_at = now() WHERE id = :id"), {"id": job_id})
+        s.execute(
+            text("UPDATE bulkops_ledger.jobs SET resent_at = now() WHERE id = :id"), {"id": job_id}
+        )
     # When the job is started again (recovery re-sent it)
     enqueued: list[tuple[int, int]] = []
     assert runner.start_job(job_id, op, lambda j, c: enqueued.append((j, c))) == 2
@@ -461,9 +469,11 @@ def test_same_chunk_twice_inserts_and_counts_once() -> None:
     assert users_count() == 2
     job = job_row(job_id)
     assert (job.rows_read, job.rows_inserted, job.chunks_done) == (2, 2, 1)
-    rows = scalar("SELECT count(*) FROM job_chunks WHERE job_id = :id", id=job_id)
+    rows = scalar("SELECT count(*) FROM bulkops_ledger.job_chunks WHERE job_id = :id", id=job_id)
     assert rows == 1
-    assert scalar("SELECT worker FROM job_chunks WHERE job_id = :id", id=job_id) == "w1"
+    assert (
+        scalar("SELECT worker FROM bulkops_ledger.job_chunks WHERE job_id = :id", id=job_id) == "w1"
+    )
 
 
 def test_concurrent_duplicate_chunk_leaves_it_to_the_live_holder() -> None:
@@ -478,7 +488,12 @@ def test_concurrent_duplicate_chunk_leaves_it_to_the_live_holder() -> None:
     # Then it sees the live holder (its lock) and does nothing, not even count a start
     assert second.ran is False
     assert op.calls == [0]
-    assert scalar("SELECT unfinished FROM job_chunk_starts WHERE job_id = :id", id=job_id) == 1
+    assert (
+        scalar(
+            "SELECT unfinished FROM bulkops_ledger.job_chunk_starts WHERE job_id = :id", id=job_id
+        )
+        == 1
+    )
     op.hold.set()
     first.join(120)
     assert "error" not in first_out, first_out
@@ -497,7 +512,7 @@ def test_chunk_that_crashed_is_run_again_and_counted_once() -> None:
         runner.run_chunk(job_id, 1, op)
     # Then nothing of it stays: no rows, no chunk row, no counters
     assert users_count() == 0
-    assert scalar("SELECT count(*) FROM job_chunks") == 0
+    assert scalar("SELECT count(*) FROM bulkops_ledger.job_chunks") == 0
     assert job_row(job_id).chunks_done == 0
     # When it is delivered again, it runs and is counted once
     assert runner.run_chunk(job_id, 1, op).ran is True
@@ -582,7 +597,8 @@ def test_rejects_make_the_job_partially_succeeded(chunk_with_rejects: int) -> No
         (base + 2, "email", "bad email", "x2"),
     ]
     chunk_nos = scalar(
-        "SELECT array_agg(DISTINCT chunk_no) FROM job_rejects WHERE job_id = :id", id=job_id
+        "SELECT array_agg(DISTINCT chunk_no) FROM bulkops_ledger.job_rejects WHERE job_id = :id",
+        id=job_id,
     )
     assert chunk_nos == [chunk_with_rejects]
 
@@ -714,7 +730,10 @@ def test_fail_does_not_overwrite_a_finished_job() -> None:
     [
         ("users", "UPDATE users SET name = 'Renamed' WHERE id = :id"),
         ("todos", "UPDATE todos SET status = 'completed' WHERE id = :id"),
-        ("jobs", "UPDATE jobs SET heartbeat_at = now() WHERE id = :id"),
+        (
+            "bulkops_ledger.jobs",
+            "UPDATE bulkops_ledger.jobs SET heartbeat_at = now() WHERE id = :id",
+        ),
     ],
 )
 def test_updated_at_changes_on_every_update(table: str, update: str) -> None:

@@ -83,7 +83,8 @@ def test_ids_file_ids_stay_out_of_the_job_params_and_summary(
     with db.session_scope() as sess:
         batches = sess.execute(
             text(
-                "SELECT chunk_no, array_agg(row_id ORDER BY row_id) FROM job_update_ids "
+                "SELECT chunk_no, array_agg(row_id ORDER BY row_id) FROM "
+                "bulkops_ledger.job_update_ids "
                 "WHERE job_id = :id AND chunk_no IS NOT NULL GROUP BY chunk_no ORDER BY chunk_no"
             ),
             {"id": s.id},

@@ -32,7 +32,7 @@ def test_metrics_report_queue_depths_and_jobs_by_state(
     with db.session_scope() as s:
         s.execute(
             text(
-                "INSERT INTO jobs (kind, state) VALUES ('seed', 'queued'), "
+                "INSERT INTO bulkops_ledger.jobs (kind, state) VALUES ('seed', 'queued'), "
                 "('seed', 'succeeded'), ('seed', 'succeeded')"
             )
         )

@@ -13,9 +13,13 @@ from sqlmodel import SQLModel
 import worker.models  # noqa: F401  (registers every table on SQLModel.metadata)
 from worker import migrate
 from worker.config import sqlalchemy_url
+from worker.migrate import EXAMPLE_TABLES, QUALIFIED_VERSION_TABLE
+from worker.models import LEDGER_SCHEMA as LEDGER
 
-# Every table of the models (SQLModel.metadata), the data model's and the ledger's.
+# Every table of the models (SQLModel.metadata), the data model's and the ledger's
+# (named as the metadata names them: the ledger's schema-qualified).
 TABLES = set(SQLModel.metadata.tables)
+LEDGER_TABLES = {t for t in TABLES if t not in EXAMPLE_TABLES}
 HEAD = ScriptDirectory.from_config(migrate.alembic_config()).get_current_head()
 TRIGGERS = {"users_touch_updated_at", "todos_touch_updated_at", "jobs_touch_updated_at"}
 
@@ -28,7 +32,27 @@ def engine(empty_database_url: str) -> Iterator[Engine]:
 
 
 def tables(engine: Engine) -> set[str]:
-    return set(inspect(engine).get_table_names())
+    """Every table of every schema: in public by its name, elsewhere schema-qualified."""
+    with engine.connect() as conn:
+        return {
+            r[0]
+            for r in conn.execute(
+                text(
+                    "SELECT CASE schemaname WHEN 'public' THEN tablename "
+                    "ELSE schemaname || '.' || tablename END FROM pg_tables "
+                    "WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+                )
+            )
+        }
+
+
+def in_public(names: set[str]) -> set[str]:
+    """The ledger's tables as they were before 0006: in public."""
+    return {n.removeprefix(f"{LEDGER}.") for n in names}
+
+
+def schemas(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_schema_names()) - {"information_schema", "public"}
 
 
 def triggers(engine: Engine) -> set[str]:
@@ -38,22 +62,29 @@ def triggers(engine: Engine) -> set[str]:
         }
 
 
-def touch_function_exists(engine: Engine) -> bool:
+def touch_function_schemas(engine: Engine) -> list[str]:
+    """The schemas holding bulkops's trigger function (one, or none)."""
     with engine.connect() as conn:
-        return bool(
+        return list(
             conn.execute(
-                text("SELECT count(*) FROM pg_proc WHERE proname = 'bulkops_touch_updated_at'")
-            ).scalar_one()
+                text(
+                    "SELECT pronamespace::regnamespace::text FROM pg_proc "
+                    "WHERE proname = 'bulkops_touch_updated_at'"
+                )
+            ).scalars()
         )
 
 
 def head_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        return conn.execute(text("SELECT version_num FROM bulkops_alembic_version")).scalar()
+        return conn.execute(text(f"SELECT version_num FROM {QUALIFIED_VERSION_TABLE}")).scalar()
 
 
 def test_the_models_have_the_documented_tables() -> None:
-    assert {"users", "todos", "jobs", "job_chunks", "job_rejects", "health_checks"} <= TABLES
+    ledger = {"jobs", "job_chunks", "job_chunk_starts", "job_rejects", "job_key_dups"}
+    ledger |= {"job_update_ids", "health_checks"}
+    assert LEDGER_TABLES == {f"{LEDGER}.{t}" for t in ledger}
+    assert set(EXAMPLE_TABLES) == {"users", "todos"} <= TABLES
     assert HEAD is not None
 
 
@@ -62,9 +93,11 @@ def test_upgrade_creates_the_schema_without_drift(empty_database_url: str, engin
     assert tables(engine) == set()
     # When it is migrated to head
     migrate.upgrade(empty_database_url)
-    # Then every table, the trigger function and its triggers exist
-    assert tables(engine) == TABLES | {"bulkops_alembic_version"}
-    assert touch_function_exists(engine)
+    # Then the ledger, bulkops's version table and its trigger function are in the
+    # ledger's schema, the example's tables in public, and their triggers exist
+    assert tables(engine) == TABLES | {QUALIFIED_VERSION_TABLE}
+    assert schemas(engine) == {LEDGER}
+    assert touch_function_schemas(engine) == [LEDGER]
     assert triggers(engine) == TRIGGERS
     assert head_revision(engine) == HEAD
     # and the models agree with the migrations (alembic check finds nothing)
@@ -89,8 +122,8 @@ def test_schema_matches_the_data_model(empty_database_url: str, engine: Engine) 
     assert uniques == {"unique_title_per_owner": ["title", "owner_id"]}
     checks = {c["name"] for c in insp.get_check_constraints("todos")}
     assert checks == {"title_not_empty", "status_known"}
-    for table in ("users", "todos", "jobs"):
-        columns = {c["name"]: c for c in insp.get_columns(table)}
+    for table, schema in (("users", None), ("todos", None), ("jobs", LEDGER)):
+        columns = {c["name"]: c for c in insp.get_columns(table, schema=schema)}
         for name in ("created_at", "updated_at"):
             column_type = columns[name]["type"]
             assert isinstance(column_type, DateTime) and column_type.timezone, (table, name)
@@ -101,18 +134,86 @@ def test_downgrade_to_base_removes_everything_and_upgrade_works_again(
     empty_database_url: str, engine: Engine
 ) -> None:
     migrate.upgrade(empty_database_url)
+    # When it is downgraded to 0005, the ledger and its function are back in public
+    # (bulkops's version table stays in the ledger's schema: env.py keeps it there)
+    migrate.downgrade(empty_database_url, "0005")
+    assert tables(engine) == in_public(TABLES) | {QUALIFIED_VERSION_TABLE}
+    assert touch_function_schemas(engine) == ["public"]
+    assert triggers(engine) == TRIGGERS
+    assert head_revision(engine) == "0005"
     # When the schema is downgraded to base
     migrate.downgrade(empty_database_url, "base")
-    # Then no bulkops table, trigger or function is left (alembic keeps its own table)
-    assert tables(engine) == {"bulkops_alembic_version"}
-    assert head_revision(engine) is None
-    assert not touch_function_exists(engine)
+    # Then no bulkops table, trigger, function, version table or schema is left
+    assert tables(engine) == set()
+    assert schemas(engine) == set()
+    assert touch_function_schemas(engine) == []
     assert triggers(engine) == set()
     # When it is upgraded again, the schema is whole and without drift
     migrate.upgrade(empty_database_url)
-    assert tables(engine) == TABLES | {"bulkops_alembic_version"}
+    assert tables(engine) == TABLES | {QUALIFIED_VERSION_TABLE}
+    assert touch_function_schemas(engine) == [LEDGER]
     assert triggers(engine) == TRIGGERS
+    assert head_revision(engine) == HEAD
     migrate.check(empty_database_url)
+
+
+def test_at_base_the_ledgers_schema_stays_while_something_else_is_in_it(
+    empty_database_url: str, engine: Engine
+) -> None:
+    # Given someone's own table in the ledger's schema
+    migrate.upgrade(empty_database_url)
+    with engine.begin() as conn:
+        conn.execute(text(f"CREATE TABLE {LEDGER}.notes (id int PRIMARY KEY)"))
+    # When bulkops is downgraded to base, only bulkops's own objects go
+    migrate.downgrade(empty_database_url, "base")
+    assert tables(engine) == {f"{LEDGER}.notes"}
+    # and an upgrade uses the schema as it is
+    migrate.upgrade(empty_database_url)
+    assert tables(engine) == TABLES | {QUALIFIED_VERSION_TABLE, f"{LEDGER}.notes"}
+
+
+def test_0006_moves_the_ledger_with_its_rows_and_sequences_both_ways(
+    empty_database_url: str, engine: Engine
+) -> None:
+    # Given a database at 0005 with a job and a reject in public
+    migrate.upgrade(empty_database_url, "0005")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO public.jobs (kind) VALUES ('seed')"))
+        conn.execute(text("INSERT INTO public.job_rejects (job_id, reason) VALUES (1, 'r')"))
+    # When it is upgraded, the rows are in the ledger's schema, its sequences with them
+    migrate.upgrade(empty_database_url)
+    with engine.begin() as conn:
+        sequences = conn.execute(
+            text("SELECT sequence_schema, sequence_name FROM information_schema.sequences")
+        ).all()
+        assert {(s, n) for s, n in sequences if n.startswith(("job", "health"))} == {
+            (LEDGER, "jobs_id_seq"),
+            (LEDGER, "job_rejects_id_seq"),
+            (LEDGER, "health_checks_id_seq"),
+        }
+        # and the ids go on from there; the updated_at trigger still runs
+        job = conn.execute(
+            text(f"INSERT INTO {LEDGER}.jobs (kind) VALUES ('seed') RETURNING id")
+        ).scalar_one()
+        assert job == 2
+        touched = conn.execute(
+            text(
+                f"UPDATE {LEDGER}.jobs SET state = 'running' WHERE id = 1 "
+                "RETURNING updated_at > created_at"
+            )
+        ).scalar_one()
+        assert touched is True
+        assert conn.execute(text(f"SELECT reason FROM {LEDGER}.job_rejects")).scalar() == "r"
+    migrate.check(empty_database_url)
+    # When it is downgraded again, they are back in public, ids and all
+    migrate.downgrade(empty_database_url, "0005")
+    with engine.begin() as conn:
+        ids = conn.execute(text("SELECT id FROM public.jobs ORDER BY id")).scalars().all()
+        assert ids == [1, 2]
+        job = conn.execute(
+            text("INSERT INTO public.jobs (kind) VALUES ('seed') RETURNING id")
+        ).scalar_one()
+        assert job == 3
 
 
 def test_check_detects_drift(empty_database_url: str, engine: Engine) -> None:
@@ -136,11 +237,39 @@ def test_check_detects_a_missing_migration(empty_database_url: str, engine: Engi
     assert "ix_todos_status" in str(info.value)
 
 
+def test_check_sees_the_ledgers_schema_and_not_an_applications_tables(
+    empty_database_url: str, engine: Engine
+) -> None:
+    # Given a database at head with an application's own tables next to bulkops's,
+    # one of them named like a ledger table
+    migrate.upgrade(empty_database_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE public.jobs (id int PRIMARY KEY, title text)"))
+        conn.execute(text("CREATE SCHEMA app"))
+        conn.execute(text("CREATE TABLE app.orders (id int PRIMARY KEY)"))
+    # Then they are no drift of bulkops's
+    migrate.check(empty_database_url)
+    # but a change in the ledger's schema is
+    with engine.begin() as conn:
+        conn.execute(text(f"DROP INDEX {LEDGER}.ix_job_rejects_job_id_line"))
+    with pytest.raises(AutogenerateDiffsDetected) as info:
+        migrate.check(empty_database_url)
+    assert "ix_job_rejects_job_id_line" in str(info.value)
+
+
+def _old_layout(engine: Engine) -> None:
+    """As a database migrated before 0006 was: bulkops's version table in public, no schema."""
+    with engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE {QUALIFIED_VERSION_TABLE} SET SCHEMA public"))
+        conn.execute(text(f"DROP SCHEMA {LEDGER}"))
+
+
 def test_a_database_migrated_with_the_shared_version_table_is_adopted(
     empty_database_url: str, engine: Engine
 ) -> None:
     # Given a database migrated before bulkops had its own version table
     migrate.upgrade(empty_database_url, "0003")
+    _old_layout(engine)
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE bulkops_alembic_version RENAME TO alembic_version"))
         conn.execute(
@@ -149,7 +278,27 @@ def test_a_database_migrated_with_the_shared_version_table_is_adopted(
     # When it is upgraded, its revision moves to bulkops's own table and the rest runs
     migrate.upgrade(empty_database_url)
     assert head_revision(engine) == HEAD
-    assert "alembic_version" not in tables(engine)
+    assert tables(engine) == TABLES | {QUALIFIED_VERSION_TABLE}
+    migrate.check(empty_database_url)
+
+
+def test_a_database_at_0005_with_its_version_table_in_public_upgrades_to_head(
+    empty_database_url: str, engine: Engine
+) -> None:
+    # Given a database migrated to 0005 before the ledger had its schema, with a job
+    migrate.upgrade(empty_database_url, "0005")
+    _old_layout(engine)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO public.jobs (kind, state) VALUES ('seed', 'succeeded')"))
+    assert tables(engine) == in_public(TABLES) | {"bulkops_alembic_version"}
+    assert schemas(engine) == set()
+    # When it is upgraded, the version table moves first (one ALTER), then 0006 runs
+    migrate.upgrade(empty_database_url)
+    # Then public holds only the example's tables, the job is in the ledger, no drift
+    assert tables(engine) == TABLES | {QUALIFIED_VERSION_TABLE}
+    assert head_revision(engine) == HEAD
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT state FROM {LEDGER}.jobs")).scalar() == "succeeded"
     migrate.check(empty_database_url)
 
 
@@ -173,33 +322,33 @@ def test_an_applications_alembic_version_is_left_alone(
 def test_0005_renames_the_ids_column_keeping_its_rows_both_ways(
     empty_database_url: str, engine: Engine
 ) -> None:
-    # Given a database at 0004 holding an ids file's rows under todo_id
+    # Given a database at 0004 holding an ids file's rows under todo_id (in public then)
     migrate.upgrade(empty_database_url, "0004")
     with engine.begin() as conn:
         job = conn.execute(
             text(
-                "INSERT INTO jobs (kind, state, params) VALUES ('update_status', 'running', '{}') "
-                "RETURNING id"
+                "INSERT INTO public.jobs (kind, state, params) "
+                "VALUES ('update_status', 'running', '{}') RETURNING id"
             )
         ).scalar_one()
         conn.execute(
-            text("INSERT INTO job_update_ids (job_id, line, todo_id) VALUES (:j, 1, 42)"),
+            text("INSERT INTO public.job_update_ids (job_id, line, todo_id) VALUES (:j, 1, 42)"),
             {"j": job},
         )
 
-    def ids_columns() -> list[str]:
-        return [c["name"] for c in inspect(engine).get_columns("job_update_ids")]
+    def ids_columns(schema: str) -> list[str]:
+        return [c["name"] for c in inspect(engine).get_columns("job_update_ids", schema=schema)]
 
     # When it is upgraded, the column is row_id and the row is still there
     migrate.upgrade(empty_database_url)
-    assert "row_id" in ids_columns() and "todo_id" not in ids_columns()
+    assert "row_id" in ids_columns(LEDGER) and "todo_id" not in ids_columns(LEDGER)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT row_id FROM job_update_ids")).scalar() == 42
+        assert conn.execute(text(f"SELECT row_id FROM {LEDGER}.job_update_ids")).scalar() == 42
     # and a downgrade gives back todo_id, with the row
     migrate.downgrade(empty_database_url, "0004")
-    assert "todo_id" in ids_columns() and "row_id" not in ids_columns()
+    assert "todo_id" in ids_columns("public") and "row_id" not in ids_columns("public")
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT todo_id FROM job_update_ids")).scalar() == 42
+        assert conn.execute(text("SELECT todo_id FROM public.job_update_ids")).scalar() == 42
 
 
 def test_an_applications_own_users_table_is_never_touched(
@@ -215,11 +364,12 @@ def test_an_applications_own_users_table_is_never_touched(
     assert targets_reference() == "example_shop.bulk:targets"
     # When bulkops migrates it, then downgrades it to base and migrates it again
     migrate.upgrade(empty_database_url)
-    ledger = TABLES - {"users", "todos"}
-    assert tables(engine) == ledger | {"users", "bulkops_alembic_version"}
+    assert tables(engine) == LEDGER_TABLES | {"users", QUALIFIED_VERSION_TABLE}
     assert triggers(engine) == {"jobs_touch_updated_at"}
+    # and bulkops's check compares only its own: the application's users is not drift
+    migrate.check(empty_database_url)
     migrate.downgrade(empty_database_url, "base")
-    assert tables(engine) == {"users", "bulkops_alembic_version"}
+    assert tables(engine) == {"users"}
     migrate.upgrade(empty_database_url)
     # Then the application's table is as it was: no example table, no trigger on it
     assert "todos" not in tables(engine)

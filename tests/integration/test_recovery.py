@@ -115,7 +115,10 @@ def test_job_whose_planner_died_is_resent_at_once_and_once_per_claim() -> None:
     assert ledger.claim(job_id, MAX_ATTEMPTS) is not None
     with session_scope() as s:  # its claim is later than the re-send
         s.execute(
-            text("UPDATE jobs SET resent_at = now() - interval '1 minute' WHERE id = :id"),
+            text(
+                "UPDATE bulkops_ledger.jobs SET resent_at = now() - interval '1 minute' "
+                "WHERE id = :id"
+            ),
             {"id": job_id},
         )
     assert recover(sends).resent == [job_id]
@@ -142,7 +145,10 @@ def test_a_live_planner_is_never_resent_however_long_it_plans() -> None:
         # Given its heartbeat and claim are a day old, at max attempts
         backdate(job_id, 86400, "heartbeat_at", "updated_at", "started_at")
         with session_scope() as s:
-            s.execute(text("UPDATE jobs SET attempts = :n WHERE id = :id"), {"id": job_id, "n": 3})
+            s.execute(
+                text("UPDATE bulkops_ledger.jobs SET attempts = :n WHERE id = :id"),
+                {"id": job_id, "n": 3},
+            )
         sends = Sends()
         report = recover(sends, sends)
     # Then recovery leaves it alone
@@ -159,7 +165,12 @@ def test_dead_chunk_is_resent_at_once_and_a_live_slow_one_never() -> None:
         assert live is not None
         chunks.start(live, job_id, 1)
         with session_scope() as s:
-            s.execute(text("UPDATE job_chunk_starts SET started_at = now() - interval '1 day'"))
+            s.execute(
+                text(
+                    "UPDATE bulkops_ledger.job_chunk_starts "
+                    "SET started_at = now() - interval '1 day'"
+                )
+            )
         sends, chunk_sends = Sends(), Sends()
         # When recovery runs
         report = recover(sends, chunk_sends)
@@ -212,7 +223,10 @@ def test_cancelling_job_with_nothing_in_flight_is_cancelled() -> None:
         assert recover(Sends()).cancelled == []
     # Given the chunk's worker died before settling the cancel
     with session_scope() as s:
-        s.execute(text("UPDATE jobs SET state = 'cancelling' WHERE id = :id"), {"id": job_id})
+        s.execute(
+            text("UPDATE bulkops_ledger.jobs SET state = 'cancelling' WHERE id = :id"),
+            {"id": job_id},
+        )
     report = recover(Sends())
     assert report.cancelled == [job_id]
     assert job_row(job_id).state == "cancelled"
@@ -256,7 +270,8 @@ def _dups(job_id: int) -> int:
     with session_scope() as s:
         return int(
             s.execute(
-                text("SELECT count(*) FROM job_key_dups WHERE job_id = :id"), {"id": job_id}
+                text("SELECT count(*) FROM bulkops_ledger.job_key_dups WHERE job_id = :id"),
+                {"id": job_id},
             ).scalar_one()
         )
 
@@ -265,7 +280,8 @@ def _add_dups(job_id: int) -> None:
     with session_scope() as s:
         s.execute(
             text(
-                'INSERT INTO job_key_dups (job_id, line, chunk_no, digest, start, "end") '
+                "INSERT INTO bulkops_ledger.job_key_dups "
+                '(job_id, line, chunk_no, digest, start, "end") '
                 "VALUES (:id, 2, 0, 7, 10, 20), (:id, 9, 1, 7, 90, 100)"
             ),
             {"id": job_id},

@@ -55,7 +55,11 @@ def test_two_slots_give_two_jobs_and_a_second_beat_none_extra(
     assert first["job_id"] == twin["job_id"] != later["job_id"]
     assert later["slot"] == first["slot"] + 1
     with db.session_scope() as s:
-        keys = s.execute(text("SELECT idempotency_key FROM jobs ORDER BY id")).scalars().all()
+        keys = (
+            s.execute(text("SELECT idempotency_key FROM bulkops_ledger.jobs ORDER BY id"))
+            .scalars()
+            .all()
+        )
     assert keys == [
         f"schedule:archive-old:{first['slot']}",
         f"schedule:archive-old:{later['slot']}",

@@ -36,7 +36,9 @@ def _send(kind: Any, params: Any, key: str | None = None) -> dict[str, Any]:
 
 def _jobs_with_key(key: str) -> list[int]:
     with db.session_scope() as s:
-        rows = s.execute(text("SELECT id FROM jobs WHERE idempotency_key = :k"), {"k": key})
+        rows = s.execute(
+            text("SELECT id FROM bulkops_ledger.jobs WHERE idempotency_key = :k"), {"k": key}
+        )
         return [int(r.id) for r in rows]
 
 

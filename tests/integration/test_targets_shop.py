@@ -1,9 +1,9 @@
 """A second application (tests/example_shop) through bulkops: its migrations, seeding, updates.
 
 The shop has its own SQLModel metadata and Alembic migrations (in Alembic's
-default ``alembic_version``; bulkops keeps its own revision in
-``bulkops_alembic_version``), applied to a bulkops-migrated database; bulkops is
-pointed at it with ``BULKOPS_TARGETS=example_shop.bulk:targets``.
+default ``alembic_version``; bulkops keeps its ledger and its own revision in
+its schema, ``bulkops_ledger``), applied to a bulkops-migrated database; bulkops
+is pointed at it with ``BULKOPS_TARGETS=example_shop.bulk:targets``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -24,9 +25,11 @@ from example_shop import migrate as shop_migrate
 from example_shop.models import metadata as shop_metadata
 from sqlalchemy import create_engine, inspect, text
 
-from worker import client, db, migrate, seeding, targets
+from worker import client, db, ledger, migrate, seeding, targets
 from worker.config import sqlalchemy_url
 from worker.errors import UsageError
+from worker.migrate import EXAMPLE_TABLES, QUALIFIED_VERSION_TABLE
+from worker.models import LEDGER_SCHEMA, JobKind
 
 SHOP = "example_shop.bulk:targets"
 BULKOPS_HEAD = ScriptDirectory.from_config(migrate.alembic_config()).get_current_head()
@@ -57,25 +60,27 @@ def test_shop_migrations_have_their_own_version_table_and_no_drift(shop: dict[st
     engine = create_engine(sqlalchemy_url(shop["DATABASE_URL"]))
     try:
         names = set(inspect(engine).get_table_names())
-        assert {"shop_products", "alembic_version", "bulkops_alembic_version", "jobs"} <= names
+        assert {"shop_products", "alembic_version"} <= names
+        assert "jobs" in inspect(engine).get_table_names(schema=LEDGER_SCHEMA)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == (
                 "shop_0001"
             )
             # bulkops's own version table is untouched by the shop's migrations
-            bulkops_rev = conn.execute(text("SELECT version_num FROM bulkops_alembic_version"))
+            bulkops_rev = conn.execute(text(f"SELECT version_num FROM {QUALIFIED_VERSION_TABLE}"))
             assert bulkops_rev.scalar() == BULKOPS_HEAD
 
-            # Only the shop's own tables: bulkops's tables share the schema (see README,
-            # "Your own tables"), so the application's env.py must leave them out.
-            def shop_only(name: str | None, type_: str, parent: Any) -> bool:
-                return type_ != "table" or bool(name and name.startswith("shop_"))
+            # This database was migrated for the built-in example (no BULKOPS_TARGETS),
+            # so the example's users and todos are in public too: they are left out.
+            # bulkops's own tables need no filter (see the next test).
+            def not_the_example(name: str | None, type_: str, parent: Any) -> bool:
+                return type_ != "table" or name not in EXAMPLE_TABLES
 
             ctx = MigrationContext.configure(
                 conn,
                 opts={
                     "compare_type": True,
-                    "include_name": shop_only,
+                    "include_name": not_the_example,
                     "version_table": shop_migrate.VERSION_TABLE,
                 },
             )
@@ -88,10 +93,57 @@ def test_shop_migrations_have_their_own_version_table_and_no_drift(shop: dict[st
     try:
         left = set(inspect(engine).get_table_names())
         assert not {t for t in left if t.startswith("shop_")}
-        assert "jobs" in left and "todos" in left
+        assert "todos" in left
+        assert "jobs" in inspect(engine).get_table_names(schema=LEDGER_SCHEMA)
     finally:
         engine.dispose()
     shop_migrate.upgrade(shop["DATABASE_URL"])
+
+
+def test_the_applications_own_alembic_check_is_clean_next_to_bulkops(
+    empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an application's database: bulkops migrated to head for the application's
+    # targets, then the application's own migrations
+    monkeypatch.setenv("BULKOPS_TARGETS", SHOP)
+    migrate.upgrade(empty_database_url)
+    shop_migrate.upgrade(empty_database_url)
+    # When the application runs its own `alembic check` (its env.py: its own metadata,
+    # no filter), then it finds nothing to do
+    command.check(shop_migrate.config(empty_database_url))
+    engine = create_engine(sqlalchemy_url(empty_database_url))
+    try:
+        with engine.connect() as conn:
+            # nor does compare_metadata with Alembic's defaults
+            ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+            assert compare_metadata(ctx, shop_metadata) == []
+        # and its schema holds only its own tables
+        assert set(inspect(engine).get_table_names()) == set(shop_metadata.tables) | {
+            shop_migrate.VERSION_TABLE
+        }
+    finally:
+        engine.dispose()
+    # and bulkops's own check is clean too, the shop's tables none of its business
+    migrate.check(empty_database_url)
+
+
+def test_an_applications_own_jobs_table_is_not_the_ledger(
+    shop: dict[str, str], configure: Callable[..., None]
+) -> None:
+    # Given an application's own jobs table in public, next to bulkops's ledger
+    with db.session_scope() as s:
+        s.execute(text("CREATE TABLE public.jobs (id int PRIMARY KEY, title text NOT NULL)"))
+        s.execute(text("INSERT INTO public.jobs VALUES (1, 'the application''s')"))
+    # When bulkops records a job and reads the ledger
+    job_id = ledger.submit(JobKind.SEED, {"table": "products"}, lambda _job, _task: None)
+    listed = client.jobs()
+    # Then the job is in the ledger, and the application's table is as it was
+    assert [j.id for j in listed] == [job_id]
+    assert client.summary(job_id).state == "queued"
+    with db.session_scope() as s:
+        assert s.execute(text("SELECT id, title FROM public.jobs")).all() == [
+            (1, "the application's")
+        ]
 
 
 def test_seed_products_seeds_parents_first_and_is_idempotent(shop_worker: Any) -> None:

@@ -23,7 +23,7 @@ def test_health_task_reports_healthy_and_records_a_row(worker: Any) -> None:
     assert all(c["ok"] for c in report["checks"])
     # and the run is recorded in the ledger's health_checks table
     with session_scope() as s:
-        rows = s.execute(text("SELECT healthy, details FROM health_checks")).all()
+        rows = s.execute(text("SELECT healthy, details FROM bulkops_ledger.health_checks")).all()
     assert len(rows) == 1
     assert rows[0].healthy is True
     assert rows[0].details == report

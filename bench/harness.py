@@ -39,7 +39,8 @@ NAN = float("nan")
 Proc = subprocess.Popen[bytes]
 Job = dict[str, Any]
 Table = tuple[Sequence[str], Sequence[Sequence[Any]]]  # headers, rows
-Lines, Goals = Sequence[str], Sequence[list[Any]]
+Lines = Sequence[str]
+Goals = Sequence[list[str]]
 GOALS = ["goal (medians)", "measured", "must", "", "verdict"]  # the goals table's headers
 # The runs table: a job's keys, and their headers after "run".
 RUN_KEYS = "label state s rows_s base_s x_base plan_s redos deadlocks rss_mb".split()
@@ -151,9 +152,7 @@ class Bench:
         env = self.env(url, **extra)
         out = subprocess.run([bulkops, *argv], cwd=REPO, env=env, capture_output=True, text=True)
         if out.returncode:
-            raise RuntimeError(
-                f"bulkops {' '.join(argv)}: exit {out.returncode}: {out.stderr[-800:]}"
-            )
+            raise RuntimeError(f"bulkops {argv}: exit {out.returncode}: {out.stderr[-800:]}")
         return out.stdout
 
     def start(self, url: str, what: str, log_name: str, **extra: Any) -> Proc:
@@ -336,18 +335,16 @@ def digest(lines: list[str]) -> tuple[int, str]:
     return len(lines), hashlib.md5("\n".join(sorted(lines)).encode()).hexdigest()
 
 
-def goal(
-    name: str, value: float, op: str, must: float, unit: str = "x", aim: Any = None
-) -> list[Any]:
-    """One row of the goals table: ``value op must`` (">=" or "<="), met or MISSED by how much."""
+def goal(name: str, got: float, op: str, must: float, unit: str = "x", aim: float = 0) -> list[str]:
+    """One row of the goals table: ``got op must`` (">=" or "<="), met or MISSED by how much."""
     bound = f"{op} {must:g}{unit}"
-    if value != value:  # NaN
+    if got != got:  # NaN
         return [name, "-", bound, "-", "not measured"]
-    met = value >= must if op == ">=" else value <= must
-    verdict = f"{'met' if met else 'MISSED'} by {abs(value - must):.2f}{unit}"
-    if aim is not None:
-        verdict += f"; aim {aim:g}{unit} {'reached' if value >= aim else 'not reached'}"
-    return [name, f"{value:.2f}{unit}", bound, "met" if met else "MISSED", verdict]
+    met = got >= must if op == ">=" else got <= must
+    verdict = f"{'met' if met else 'MISSED'} by {abs(got - must):.2f}{unit}"
+    if aim:
+        verdict += f"; aim {aim:g}{unit} {'reached' if got >= aim else 'not reached'}"
+    return [name, f"{got:.2f}{unit}", bound, "met" if met else "MISSED", verdict]
 
 
 def cell(v: Any) -> str:

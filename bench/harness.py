@@ -1,8 +1,6 @@
-"""The benchmarks' harness: databases, a Redis database, workers, timing, the one report.
-
-The product runs only as subprocesses (``bulkops``; celery workers and beat through
-``worker.supervisor``), configured by their environment: :meth:`Bench.env` is the one place.
-"""
+"""The benchmarks' harness: databases, a Redis database, workers, timing, the one report. The
+product runs only as subprocesses (``bulkops``; celery workers and beat through
+``worker.supervisor``), configured by their environment: :meth:`Bench.env` is the one place."""
 
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg2
 import redis
@@ -40,7 +38,6 @@ Proc = subprocess.Popen[bytes]
 Job = dict[str, Any]
 Table = tuple[Sequence[str], Sequence[Sequence[Any]]]  # headers, rows
 Lines = Sequence[str]
-Goals = Sequence[list[str]]
 GOALS = ["goal (medians)", "measured", "must", "", "verdict"]  # the goals table's headers
 # The runs table: a job's keys, and their headers after "run".
 RUN_KEYS = "label state s rows_s base_s x_base plan_s redos deadlocks rss_mb".split()
@@ -59,8 +56,7 @@ def log(message: str) -> None:
 
 def parser(doc: str | None, chunk_size: int = 20_000) -> argparse.ArgumentParser:
     """A bench's command line, with the options every bench has."""
-    raw = argparse.RawDescriptionHelpFormatter  # the docstring's usage lines as they are
-    p = argparse.ArgumentParser(description=doc, formatter_class=raw)
+    p = argparse.ArgumentParser(description=doc)
     p.add_argument("--runs", type=int, default=3, help="timed runs; medians are reported")
     p.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     p.add_argument("--redis-base", default="redis://127.0.0.1:6379")
@@ -71,18 +67,17 @@ def parser(doc: str | None, chunk_size: int = 20_000) -> argparse.ArgumentParser
 
 
 class Bench:
-    """One bench run: its databases (``bench_*``), a Redis database claimed as the tests claim
-    theirs (from db 1 up; tests go from 15 down), its processes, jobs and failed checks."""
+    """One bench run: its databases (``bench_*``), a Redis database (claimed as the tests claim
+    theirs, from db 1 up; tests go from 15 down), its processes, jobs, failed checks, tables."""
 
     def __init__(self, args: argparse.Namespace, **settings: Any) -> None:
         self.args, self.settings = args, settings  # settings: every subprocess's environment
-        self.tag = f"{os.getpid()}_{time.strftime('%H%M%S')}"
+        self.tag, self.claim = f"{os.getpid()}_{time.strftime('%H%M%S')}", contextlib.ExitStack()
         self.databases: list[str] = []
         self.procs: list[Proc] = []
         self.jobs: list[Job] = []  # every race's, for the report
         self.failures: list[str] = []
         self.tables: list[Table] = []  # a bench's own, for the report
-        self.claim = contextlib.ExitStack()
         args.work_dir.mkdir(parents=True, exist_ok=True)
 
     def __enter__(self) -> Bench:
@@ -111,15 +106,15 @@ class Bench:
     def env(self, url: str, **extra: Any) -> dict[str, str]:
         """A subprocess's settings: only its environment."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "BULKOPS_"))}
-        env.update(DATABASE_URL=url, REDIS_URL=self.redis_url)
-        env["BULKOPS_IMPORT_ROOT"] = str(self.args.work_dir)
+        env.update(DATABASE_URL=url, REDIS_URL=self.redis_url,
+                   BULKOPS_IMPORT_ROOT=str(self.args.work_dir))
         settings = {"BULKOPS_CHUNK_SIZE": self.args.chunk_size, **self.settings, **extra}
         return env | {k: str(v) for k, v in settings.items()}
 
     def database(self, role: str, template: str | None = None) -> str:
         """A fresh database (a clone of the ``template`` url), dropped at the end: its url."""
         name = f"bench_{role}_{self.tag}"
-        url = urlunsplit(urlsplit(self.args.admin_url)._replace(path=f"/{name}"))
+        url = urlsplit(self.args.admin_url)._replace(path=f"/{name}").geturl()
         self.drop(url)
         clone = f' TEMPLATE "{urlsplit(template).path[1:]}"' if template else ""
         query(self.args.admin_url, f'CREATE DATABASE "{name}"{clone}', autocommit=True)
@@ -134,7 +129,6 @@ class Bench:
     def template(self) -> str:
         """A migrated database to clone from, with tests/example_shop's tables too: its url."""
         from example_shop import migrate  # the shop's own Alembic migrations
-
         url = self.database("tpl")
         self.cli(url, "migrate")
         migrate.upgrade(url)
@@ -148,16 +142,15 @@ class Bench:
 
     def cli(self, url: str, *argv: str, **extra: Any) -> str:
         """Run ``bulkops ARGV`` against ``url``; its stdout."""
-        bulkops = str(Path(sys.executable).parent / "bulkops")
-        env = self.env(url, **extra)
-        out = subprocess.run([bulkops, *argv], cwd=REPO, env=env, capture_output=True, text=True)
+        out = subprocess.run([str(Path(sys.executable).parent / "bulkops"), *argv], cwd=REPO,
+                             env=self.env(url, **extra), capture_output=True, text=True)
         if out.returncode:
             raise RuntimeError(f"bulkops {argv}: exit {out.returncode}: {out.stderr[-800:]}")
         return out.stdout
 
     def start(self, url: str, what: str, log_name: str, **extra: Any) -> Proc:
-        """A worker (what='worker', once its pool is up) or beat, through ``worker.supervisor``:
-        its own process group, logging to a fresh ``--work-dir/LOG_NAME.log``."""
+        """A worker (once its pool is up) or beat (``what``), in its own process group, through
+        ``worker.supervisor``, logging to a fresh ``--work-dir/LOG_NAME.log``."""
         if what == "worker":
             name = f"bench-{self.tag}-{len(self.procs)}"
             cmd = supervisor.worker_command(name, self.args.concurrency)
@@ -166,17 +159,12 @@ class Bench:
             cmd = supervisor.celery_command("beat", "--loglevel=INFO", "-s", schedule)
         path = self.args.work_dir / f"{log_name}.log"
         with path.open("wb") as out:
-            env = self.env(url, **extra)
-            proc = subprocess.Popen(
-                cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        proc.log_path = path  # type: ignore[attr-defined]
+            proc = subprocess.Popen(cmd, env=self.env(url, **extra), cwd=REPO, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
         self.procs.append(proc)
         deadline = time.monotonic() + 60
-        while what == "worker" and not (
-            " ready." in path.read_text(errors="replace")
-            and len(pool(proc)) >= self.args.concurrency
-        ):
+        while what == "worker" and not (" ready." in path.read_text(errors="replace")
+                                        and len(pool(proc)) >= self.args.concurrency):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"worker did not start; see {path}")
             time.sleep(0.1)
@@ -212,30 +200,20 @@ class Bench:
             job["rss_mb"] = max(pool(proc).values(), default=0.0)
         finally:
             self.stop(proc)
-        text = proc.log_path.read_text(errors="replace")  # type: ignore[attr-defined]
+        text = (self.args.work_dir / f"{label}.log").read_text(errors="replace")  # start()'s log
         job["redos"], job["deadlocks"] = text.count("retrying"), text.count("deadlock detected")
         return job
 
-    def race(
-        self,
-        template: str,
-        label: str,
-        baseline: Callable[[str], float],
-        argv: Sequence[str],
-        rows: int,
-        check: Callable[[Job, str, str], list[str]],
-        base_rows: int | None = None,
-        **extra: Any,
-    ) -> Job:
+    def race(self, template: str, label: str, baseline: Callable[[str], float], argv: Sequence[str],
+             rows: int, check: Callable[[Job, str, str], list[str]], base_rows: int | None = None,
+             **extra: Any) -> Job:
         """One run: ``baseline(url)`` (seconds) and ``bulkops ARGV``, each on a fresh clone of
-        ``template``, then ``check(job, base_url, url)``. The job row, with ``base_s``,
-        ``rows_s`` and ``x_base`` (its rows/s over the baseline's ``base_rows``/s)."""
+        ``template``, then ``check(job, base_url, url)``; the job row, with ``base_s``, ``rows_s``
+        and ``x_base`` (its rows/s over the baseline's ``base_rows``/s)."""
         base, url = self.database("base", template), self.database("work", template)
-        base_s = baseline(base)
-        job = self.run_job(url, label, *argv, **extra)
-        rows_s = rows / job["s"]
-        job.update(label=label, base_s=base_s, rows_s=rows_s)
-        job["x_base"] = rows_s * base_s / (base_rows or rows)
+        base_s, job = baseline(base), self.run_job(url, label, *argv, **extra)
+        job.update(label=label, base_s=base_s, rows_s=rows / job["s"])
+        job["x_base"] = job["rows_s"] * base_s / (base_rows or rows)
         logged = [*RUN_KEYS[1:], "rows_rejected"]
         log(f"{label}: " + ", ".join(f"{k} {cell(job[k])}" for k in logged))
         self.failures += [f"{label}: {f}" for f in check(job, base, url)]
@@ -250,22 +228,16 @@ class Bench:
     def median(self, key: str, *labels: str) -> float:
         return median(self.values(key, *labels))
 
-    def report(self, title: str, goals: Goals, notes: Lines = (), happy: Lines = ()) -> int:
-        """:func:`report` with a row per race first (runs numbered per label), then the goals, and
-        every race's (issue 9): no chunk redone on the path of the ``happy`` labels (default:
-        every race), worker peak RSS per process <= 150 MB."""
-        runs = []
-        for label in dict.fromkeys(self.values("label")):
-            jobs = [j for j in self.jobs if j["label"] == label]
-            runs += [[n, *(j[k] for k in RUN_KEYS)] for n, j in enumerate(jobs, 1)]
+    def report(self, title: str, goals: Sequence[list[str]], notes: Lines = (),
+               happy: Lines = ()) -> int:
+        """:func:`report` with a row per race (numbered per label) first, the goals, then issue 9's:
+        no chunk redone by the ``happy`` labels (default: all), peak RSS per process <= 150 MB."""
+        runs = [[n, *(j[k] for k in RUN_KEYS)] for label in dict.fromkeys(self.values("label"))
+                for n, j in enumerate((r for r in self.jobs if r["label"] == label), 1)]
         if self.jobs:
-            redos = max(self.values("redos", *happy), default=NAN)
-            rss = max(self.values("rss_mb"))
-            goals = [
-                *goals,
-                goal("chunks redone on the happy path (max)", redos, "<=", 0, ""),
-                goal("worker peak RSS per process (max)", rss, "<=", 150, " MB"),
-            ]
+            redos, rss = max(self.values("redos", *happy), default=NAN), max(self.values("rss_mb"))
+            goals = [*goals, goal("chunks redone on the happy path (max)", redos, "<=", 0, ""),
+                     goal("worker peak RSS per process (max)", rss, "<=", 150, " MB")]
         headers = ["run", *RUN_HEADERS.split(", ")]
         return report(title, [(headers, runs), *self.tables, (GOALS, goals)], self.failures, notes)
 
@@ -282,9 +254,8 @@ def pool(proc: Proc) -> dict[int, float]:
     return out
 
 
-def query(
-    url: str, sql: str, params: Sequence[Any] = (), dicts: bool = False, autocommit: bool = False
-) -> list[Any]:
+def query(url: str, sql: str, params: Sequence[Any] = (), dicts: bool = False,
+          autocommit: bool = False) -> list[Any]:
     """The rows of one statement, in a transaction of its own (or none: ``autocommit``)."""
     with contextlib.closing(psycopg2.connect(url)) as conn:
         conn.autocommit = autocommit
@@ -316,8 +287,7 @@ def tsv_line(values: Iterable[Any]) -> str:
 
 
 def write_tsv(path: Path, rows: Iterable[Sequence[Any]]) -> Path:
-    with path.open("w") as f:
-        f.writelines(map(tsv_line, rows))
+    path.write_text("".join(map(tsv_line, rows)))
     return path
 
 
@@ -330,9 +300,7 @@ def table_digest(url: str, lines_sql: str) -> tuple[int, str]:
 
 def digest(lines: list[str]) -> tuple[int, str]:
     """The same digest computed in Python (str order is code-point order = UTF-8 byte order)."""
-    if not lines:
-        return 0, ""
-    return len(lines), hashlib.md5("\n".join(sorted(lines)).encode()).hexdigest()
+    return len(lines), hashlib.md5("\n".join(sorted(lines)).encode()).hexdigest() if lines else ""
 
 
 def goal(name: str, got: float, op: str, must: float, unit: str = "x", aim: float = 0) -> list[str]:
@@ -340,11 +308,11 @@ def goal(name: str, got: float, op: str, must: float, unit: str = "x", aim: floa
     bound = f"{op} {must:g}{unit}"
     if got != got:  # NaN
         return [name, "-", bound, "-", "not measured"]
-    met = got >= must if op == ">=" else got <= must
-    verdict = f"{'met' if met else 'MISSED'} by {abs(got - must):.2f}{unit}"
+    state = "met" if (got >= must if op == ">=" else got <= must) else "MISSED"
+    verdict = f"{state} by {abs(got - must):.2f}{unit}"
     if aim:
         verdict += f"; aim {aim:g}{unit} {'reached' if got >= aim else 'not reached'}"
-    return [name, f"{got:.2f}{unit}", bound, "met" if met else "MISSED", verdict]
+    return [name, f"{got:.2f}{unit}", bound, state, verdict]
 
 
 def cell(v: Any) -> str:

@@ -1,13 +1,6 @@
-"""Import benchmark (issues 9 and 10): files shaped like real exports vs raw ``psql \\copy``.
-
-    python bench/import.py                          # 1,000,000 rows, every variant, 3 runs
-    python bench/import.py --linear-rows 10000000   # + one 1%-bad run at 10M rows (linearity)
-    python bench/import.py --rows 20000 --runs 1    # smoke run
-
-Per run and variant (bench/exports.py), each on a fresh clone of the variant's template: COPY of
-the rows that must load vs ``bulkops import`` through a fresh worker; then the seed document's
-per-row savepoints. See bench/README.md.
-"""
+"""Import benchmark (issues 9 and 10): per run and variant (bench/exports.py), on fresh clones of
+its template, COPY of the rows that must load vs ``bulkops import`` through a fresh worker, then
+the seed document's per-row savepoints. Usage and goals: bench/README.md."""
 
 from __future__ import annotations
 
@@ -28,14 +21,10 @@ CHECK = "ALTER TABLE todos ADD CONSTRAINT bench_no_forbidden CHECK (title NOT LI
 INSERT = """INSERT INTO todos (title, status, owner_id, created_at)
 SELECT %s, %s, id, %s FROM users WHERE email = %s"""
 VARIANTS = {  # name -> generate() options, goal vs COPY (must, aim; 0: none)
-    "bad": ({"bad": 0.01}, 1.0, 1.3),
-    "clean": ({}, 1.1, 1.4),
-    "exists-insert": ({"existing": 0.05, "mode": "insert"}, 0.8, 0),
-    "exists-skip": ({"existing": 0.05, "mode": "skip"}, 0.8, 0),
-    "exists-upsert": ({"existing": 0.05, "mode": "upsert"}, 0.8, 0),
-    "refused": ({"forbidden": 0.05}, 0.5, 0),
-    "wide": ({}, 0, 0),
-}
+    "bad": ({"bad": 0.01}, 1.0, 1.3), "clean": ({}, 1.1, 1.4),
+    **{f"exists-{mode}": ({"existing": 0.05, "mode": mode}, 0.8, 0)
+       for mode in ("insert", "skip", "upsert")},
+    "refused": ({"forbidden": 0.05}, 0.5, 0), "wide": ({}, 0, 0)}
 
 
 def savepoints(url: str, path: Path, n: int) -> float:
@@ -58,26 +47,21 @@ def savepoints(url: str, path: Path, n: int) -> float:
 def measure(bench: harness.Bench, name: str, ex: exports.Export, template: str) -> None:
     """One run of a variant: COPY of the rows that must load vs the import, checked."""
     wide = ex.target == "products"
-
     def check(job: harness.Job, base: str, url: str) -> list[str]:
         if wide:  # the same table as COPY's, every row inserted
-            tables = {harness.table_digest(db, exports.PRODUCT_LINES) for db in (base, url)}
-            if len(tables) == 1 and job["rows_inserted"] == ex.rows:
+            same = len({harness.table_digest(db, exports.PRODUCT_LINES) for db in (base, url)}) == 1
+            if same and job["rows_inserted"] == ex.rows:
                 return []
-            same = "=" if len(tables) == 1 else "differs from"
-            return [f"{job['rows_inserted']:,} of {ex.rows:,} inserted, table {same} COPY's"]
+            return [f"{job['rows_inserted']:,} of {ex.rows:,} inserted, table "
+                    f"{'=' if same else 'differs from'} COPY's"]
         fails = exports.check(url, job, ex)
         copied = harness.table_digest(base, exports.TODO_LINES)
         if ex.mode == "insert" and copied != harness.digest(ex.table):
             fails.append("the baseline COPY differs from the expectation (bench bug)")
         return fails
-
-    def baseline(url: str) -> float:
-        return bench.copy(url, *ex.into, ex.copy_tsv)
-
     argv = ["import", ex.csv.name, "--mode", ex.mode, "--table", ex.target]
-    env = exports.SHOP if wide else {}
-    bench.race(template, name, baseline, argv, ex.rows, check, ex.copy_rows, **env)
+    bench.race(template, name, lambda url: bench.copy(url, *ex.into, ex.copy_tsv), argv, ex.rows,
+               check, ex.copy_rows, **(exports.SHOP if wide else {}))
 
 
 def main() -> int:
@@ -88,7 +72,6 @@ def main() -> int:
     p.add_argument("--savepoint-rows", type=int, default=20_000)
     args = p.parse_args()
     names, rates = args.variants.split(","), []
-
     def prepare(name: str, rows: int, **opts: Any) -> tuple[exports.Export, str]:
         """The variant's file, and its template: the rows already in the table, the CHECK."""
         if name == "wide":
@@ -103,7 +86,6 @@ def main() -> int:
             harness.query(url, CHECK)
         harness.query(url, "ANALYZE")
         return ex, url
-
     with harness.Bench(args) as bench:
         template = exports.template(bench)
         variants = {n: prepare(n, args.rows, **VARIANTS[n][0]) for n in names}
@@ -117,36 +99,25 @@ def main() -> int:
         if args.linear_rows:
             variants["linear"] = prepare("linear", args.linear_rows, bad=0.01)
             measure(bench, "linear", *variants["linear"])
-
     size_mb = max(ex.csv.stat().st_size for ex, _ in variants.values()) / 2**20
     plan_s = max([s for s in bench.values("plan_s") if s is not None], default=NAN)
     bad, sp_rows = bench.median("rows_s", "bad"), min(args.savepoint_rows, args.rows)
-    goals = []
-    for n in names:
-        _, must, aim = VARIANTS[n]
-        if must:
-            goals.append(goal(f"{n} vs raw COPY", bench.median("x_base", n), ">=", must, aim=aim))
+    musts = {n: VARIANTS[n][1:] for n in names if VARIANTS[n][1]}  # (must, aim)
+    goals = [goal(f"{n} vs raw COPY", bench.median("x_base", n), ">=", must, aim=aim)
+             for n, (must, aim) in musts.items()]
     claim = f"claim -> first chunk, {size_mb:.0f} MB file (max; goal on 1 GB)"
     linear = f"rows/s at {args.linear_rows or '--linear-rows'} vs {args.rows}"
-    goals += [
-        goal(claim, plan_s, "<=", 1, " s"),
-        goal(linear, bench.median("rows_s", "linear") / bad, ">=", 0.9),
-        goal(f"bad vs per-row savepoints ({sp_rows:,} rows)", bad / median(rates), ">=", 25),
-    ]
+    goals += [goal(claim, plan_s, "<=", 1, " s"),
+              goal(linear, bench.median("rows_s", "linear") / bad, ">=", 0.9),
+              goal(f"bad vs per-row savepoints ({sp_rows:,} rows)", bad / median(rates), ">=", 25)]
     notes = [f"per-row savepoints: {median(rates):,.0f} rows/s"] if rates else []
     if "wide" in names:
-        notes.append(
-            f"wide (products, {len(exports.PRODUCT_FILE)} columns, 3 lookups) vs raw COPY: "
-            f"{bench.median('x_base', 'wide'):.2f}x (no goal set)"
-        )
+        notes.append(f"wide (products, {len(exports.PRODUCT_FILE)} columns, 3 lookups) vs raw "
+                     f"COPY: {bench.median('x_base', 'wide'):.2f}x (no goal set)")
     return bench.report(
         f"import bench: {args.rows:,} rows, {exports.USERS:,} users, chunk {args.chunk_size:,}, "
         f"celery -c {args.concurrency}, {args.runs} run(s); baseline: psql \\copy of the rows that "
-        "must load",
-        goals,
-        notes,
-        happy=("bad", "clean", "linear"),
-    )
+        "must load", goals, notes, happy=("bad", "clean", "linear"))
 
 
 if __name__ == "__main__":

@@ -1,18 +1,12 @@
-"""Kill bench (issue 8): SIGKILL the whole worker at random points of an import; it must stay exact.
-
-    python bench/kill.py                           # 300,000 rows, 20 kills
-    python bench/kill.py --rows 30000 --kills 3    # smoke run
-
-One undisturbed run of a 1%-bad file, then per kill a fresh database, beat and a worker, SIGKILL to
-the worker's process group, a new worker at once; exit 1 on any lost or doubled row or wrong rejects.
-"""
+"""Kill bench (issue 8): one undisturbed import of a 1%-bad file, then per kill SIGKILL to the
+worker's process group at a random point, a new worker at once; exit 1 on any lost or doubled row
+or wrong rejects. Usage and goals: bench/README.md."""
 
 from __future__ import annotations
 
 import random
 import sys
 import time
-from typing import Any
 
 import exports
 import harness
@@ -20,8 +14,8 @@ from harness import NAN, goal, query
 
 BEFORE = "SELECT chunks_done < %s AND finished_at IS NULL FROM jobs WHERE id = %s"
 KILLED = "SELECT state, chunks_done, clock_timestamp() FROM jobs WHERE id = %s"
-RESUMED = """SELECT extract(epoch FROM min(committed_at) - %s)::float FROM job_chunks
-WHERE job_id = %s AND committed_at > %s"""  # committed_at: the chunk transaction's start
+RESUMED = """SELECT coalesce(extract(epoch FROM min(committed_at) - %s)::float, 'NaN')
+FROM job_chunks WHERE job_id = %s AND committed_at > %s"""  # committed_at: the chunk's start
 TABLE = ["kill", "point", "state", "job s", "kill->resumed s", "kill->finished s", "table+rejects"]
 
 
@@ -36,7 +30,6 @@ def main() -> int:
     resumes: list[float] = []  # kill -> work resumed, of the kills that landed mid-job
     recoveries: list[float] = []  # kill -> finished
     stuck = {"BULKOPS_STUCK_AFTER_S": args.stuck_after} if args.stuck_after else {}
-
     def kill(k: int) -> None:
         """Kill ``k``: its report row; its times if it landed while the job ran."""
         url = bench.database("kill", template)
@@ -44,8 +37,7 @@ def main() -> int:
         beat = bench.start(url, "beat", f"kill-beat-{k}")
         worker = bench.start(url, "worker", f"kill-worker-{k}")
         job_id = bench.submit(url, "import", ex.csv.name)
-        # odd kills after a random delay, even ones once a random number of chunks is done
-        if k % 2:
+        if k % 2:  # odd kills after a random delay, even ones at a random number of chunks done
             delay = rng.uniform(0, undisturbed)
             point = f"after {delay:.2f} s"
             time.sleep(delay)
@@ -66,8 +58,7 @@ def main() -> int:
         except TimeoutError as exc:
             job, recovery, fails = {"state": "not finished", "s": NAN}, NAN, [str(exc)]
         bench.failures += [f"kill {k} ({point}): {f}" for f in fails]
-        resumed = query(url, RESUMED, (killed_at, job_id, killed_at))[0][0]
-        resumed = NAN if resumed is None else resumed
+        resumed = query(url, RESUMED, (killed_at, job_id, killed_at))[0][0]  # NaN: none after
         if state not in ("succeeded", "partially_succeeded", "failed"):  # it landed mid-job
             recoveries.append(recovery)
             if resumed == resumed:  # not NaN: some chunk was left to run
@@ -78,7 +69,6 @@ def main() -> int:
         for proc in (worker, beat):
             bench.stop(proc)
         bench.drop(url)
-
     with harness.Bench(args, **stuck) as bench:
         template = exports.template(bench)
         ex = exports.generate(args.work_dir, "kill", args.rows, bad=0.01)
@@ -92,17 +82,14 @@ def main() -> int:
         undisturbed, chunks = job["s"], int(job["chunks_total"] or 1)
         for k in range(1, args.kills + 1):
             kill(k)
-
-    goals: list[list[Any]] = []
+    goals: list[list[str]] = []
     for what, values in (("work resumed", resumes), ("finished", recoveries)):
         goals.append(goal(f"kill -> {what}, median", harness.median(values), "<=", 30, " s"))
         goals.append(goal(f"kill -> {what}, max", max(values, default=NAN), "<=", 30, " s"))
     bench.tables.append((TABLE, rows))
     return bench.report(
-        f"kill bench: {args.rows:,} rows, chunk {args.chunk_size:,}, {args.kills} kills (SIGKILL to "
-        f"the worker's process group), stuck after {args.stuck_after or 'default'} s",
-        goals,
-    )
+        f"kill bench: {args.rows:,} rows, chunk {args.chunk_size:,}, {args.kills} kills (SIGKILL "
+        f"to the worker's process group), stuck after {args.stuck_after or 'default'} s", goals)
 
 
 if __name__ == "__main__":

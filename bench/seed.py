@@ -1,11 +1,6 @@
-"""Seed benchmark: ``bulkops seed`` vs raw ``psql \\copy``, and the seed document's ORM inserts.
-
-    python bench/seed.py                            # 10,000 users x 100 = 1,000,000 todos, 3 runs
-    python bench/seed.py --todos 100000 --runs 1    # smoke run (--orm-rows 0: no ORM inserts)
-
-ORM (issue 14): ``add_all``, ``bulk_save_objects`` (one commit) and ``loader.load`` (a seed chunk's
-COPY, skip mode) in this process, on the seeder's own rows (``worker.seeding.rows``).
-"""
+"""Seed benchmark: ``bulkops seed`` vs raw ``psql \\copy``, then (issue 14) the seed document's
+``add_all``, ``bulk_save_objects`` and ``loader.load`` in this process on the seeder's own rows
+(``--orm-rows 0``: none). Usage and goals: bench/README.md."""
 
 from __future__ import annotations
 
@@ -22,7 +17,7 @@ from worker import loader, seeding, targets
 from worker.models import Todo
 
 PER_USER, SEED = 100, 7  # todos per user, the seeder's --random-seed
-USERS = "SELECT email || E'\\t' || name AS line FROM users"
+LINES = {"users": "SELECT email || E'\\t' || name AS line FROM users", "todos": exports.TODO_LINES}
 ORM = ("add_all", "bulk_save_objects", "loader.load")
 
 
@@ -33,8 +28,7 @@ def orm_insert(url: str, data: list[tuple[Any, ...]], how: str, chunk: int) -> N
         with Session(engine) as session:
             if how == "loader.load":  # todos' TableSpec columns are exports.TODO_COLUMNS
                 rows = list(enumerate(data[lo : lo + chunk], start=lo))
-                spec = targets.get("todos").to_table_spec()
-                loader.load(session, spec, rows, {}, "skip", False)
+                loader.load(session, targets.get("todos").to_table_spec(), rows, {}, "skip", False)
             else:
                 todos = [Todo(title=t, status=s, owner_id=o, created_at=c) for t, s, o, c in data]
                 getattr(session, how)(todos)  # session.add_all or .bulk_save_objects
@@ -52,30 +46,22 @@ def main() -> int:
     orm: dict[str, list[float]] = {how: [] for how in ORM}  # seconds per run
     registry = targets.Registry(targets.builtin_targets())
     counts = seeding.SeedParams.example(users, PER_USER, SEED).counts(registry)
-
     def rows(table: str, n: int) -> Iterator[tuple[Any, ...]]:
         """The first ``n`` rows of ``table`` as the seeder makes them; todos with owner ids 1..N."""
         for lo in range(0, n, 10_000):
             part = seeding.rows(table, SEED, counts, lo, min(lo + 10_000, n))
             for i, row in enumerate(part, start=lo):
                 yield row if table == "users" else (row[0], row[1], i // PER_USER + 1, row[3])
-
     def check(job: harness.Job, base: str, url: str) -> list[str]:
-        fails = []
-        for what, lines in (("users", USERS), ("todos", exports.TODO_LINES)):
-            if harness.table_digest(url, lines) != harness.table_digest(base, lines):
-                fails.append(f"seeded {what} differ from COPY's")
+        fails = [f"seeded {what} differ from COPY's" for what, lines in LINES.items()
+                 if harness.table_digest(url, lines) != harness.table_digest(base, lines)]
         if job["state"] != "succeeded" or job["rows_inserted"] != users + n or job["rows_rejected"]:
-            fails.append(
-                f"job {job['state']}, inserted {job['rows_inserted']} (want {users + n}), "
-                f"rejected {job['rows_rejected']}, error {job['error']}"
-            )
+            fails.append(f"job {job['state']}, inserted {job['rows_inserted']} (want {users + n}), "
+                         f"rejected {job['rows_rejected']}, error {job['error']}")
         return fails
-
     def baseline(url: str) -> float:
         bench.copy(url, "users", ("email", "name"), users_tsv)
         return bench.copy(url, "todos", exports.TODO_COLUMNS, todos_tsv)
-
     with harness.Bench(args) as bench:
         template = bench.template()
         users_tsv = harness.write_tsv(args.work_dir / "seed-users.tsv", rows("users", users))
@@ -95,27 +81,18 @@ def main() -> int:
                 harness.log(f"run {run}: {how} {orm[how][-1]:.2f} s for {orm_rows:,} todos")
             if len(digests) > 1:
                 bench.failures.append(f"run {run}: the ORM inserts left different tables")
-
     ours, chunks = median(orm["loader.load"]), -(-orm_rows // args.chunk_size)
-    table = [f"insert {orm_rows:,} todos, in this process", "median s", "rows/s"]
-    table += ["x loader.load's time", "longest transaction s"]
-    inserts = []
-    for how, times in orm.items():
-        if times:
-            s = median(times)
-            longest = s / chunks if how == "loader.load" else s
-            inserts.append([how, s, orm_rows / s, s / ours, longest])
-    bench.tables.append((table, inserts))
+    medians = {how: median(times) for how, times in orm.items() if times}
+    inserts = [[how, s, orm_rows / s, s / ours, s / chunks if how == "loader.load" else s]
+               for how, s in medians.items()]  # the last: the longest transaction
+    bench.tables.append(([f"insert {orm_rows:,} todos, in this process", "median s", "rows/s",
+                          "x loader.load's time", "longest transaction s"], inserts))
     return bench.report(
         f"seed bench: {users:,} users x {PER_USER} = {n:,} todos, chunk {args.chunk_size:,}, "
         f"celery -c {args.concurrency}; baseline: psql \\copy of the todos (users loaded first, "
-        "untimed)",
-        [goal("seed vs raw COPY", bench.median("x_base"), ">=", 0.7)],
-        [
-            "the job's time includes generating the rows and inserting the users; COPY's does not",
-            "loader.load's longest transaction: the mean per chunk",
-        ],
-    )
+        "untimed)", [goal("seed vs raw COPY", bench.median("x_base"), ">=", 0.7)],
+        ["the job's time includes generating the rows and inserting the users; COPY's does not",
+         "loader.load's longest transaction: the mean per chunk"])
 
 
 if __name__ == "__main__":

@@ -1,12 +1,6 @@
-"""Status update: ``bulkops update-status`` vs one raw UPDATE and the seed's ``query().update()``.
-
-    python bench/update.py                          # 1,000,000 active todos, 3 runs
-    python bench/update.py --rows 100000 --runs 1   # smoke run
-
-Per run, each on a fresh clone with ``--rows`` active todos: the raw ``UPDATE``, ``query().update()``
-in this process (issue 14), ``--to completed --from active`` through a worker. Every row updated
-once, none left active.
-"""
+"""Status update: ``bulkops update-status --to completed --from active`` vs one raw UPDATE and
+(issue 14) the seed document's ``query().update()``, each on a fresh clone with ``--rows`` active
+todos; every row updated once, none left active. Usage and goals: bench/README.md."""
 
 from __future__ import annotations
 
@@ -41,16 +35,12 @@ def main() -> int:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--batch-size", type=int, default=10_000, help="BULKOPS_UPDATE_BATCH_SIZE")
     args = p.parse_args()
-
     def check(job: harness.Job, raw: str, url: str) -> list[str]:
         left = query(url, LEFT)[0][0] + query(raw, LEFT)[0][0]
         if job["state"] == "succeeded" and job["rows_updated"] == args.rows and not left:
             return []
-        return [
-            f"job {job['state']}, updated {job['rows_updated']} of {args.rows}, {left} left "
-            f"active, error {job['error']}"
-        ]
-
+        return [f"job {job['state']}, updated {job['rows_updated']} of {args.rows}, {left} left "
+                f"active, error {job['error']}"]
     with harness.Bench(args, BULKOPS_UPDATE_BATCH_SIZE=args.batch_size) as bench:
         template = exports.template(bench)  # users 1..10,000
         query(template, FILL, (args.rows,))
@@ -63,23 +53,17 @@ def main() -> int:
             bench.drop(url)
             harness.log(f"run {run}: query().update() {orm_s:.2f} s")
             argv = ["update-status", "--to", "completed", "--from", "active"]
-            job = bench.race(
-                template, "update", lambda u: harness.timed(query, u, RAW), argv, args.rows, check
-            )
+            job = bench.race(template, "update", lambda u: harness.timed(query, u, RAW), argv,
+                             args.rows, check)
             job["orm_s"] = orm_s
     orm_s, longest = bench.median("orm_s"), max(j["longest_batch_s"] or 0.0 for j in bench.jobs)
     return bench.report(
         f"update bench: {args.rows:,} rows, batches of {args.batch_size:,}, celery -c "
         f"{args.concurrency}; baseline: one raw UPDATE",
-        [
-            goal("update vs one raw UPDATE", bench.median("x_base"), ">=", 0.7),
-            goal("longest batch transaction", longest, "<=", 1.0, " s"),
-        ],
-        [
-            f"query().update(): {orm_s:.2f} s, {orm_s / bench.median('s'):.2f}x the job's time "
-            "(median); it and the raw UPDATE hold every row lock in one transaction until commit"
-        ],
-    )
+        [goal("update vs one raw UPDATE", bench.median("x_base"), ">=", 0.7),
+         goal("longest batch transaction", longest, "<=", 1.0, " s")],
+        [f"query().update(): {orm_s:.2f} s, {orm_s / bench.median('s'):.2f}x the job's time "
+         "(median); it and the raw UPDATE hold every row lock in one transaction until commit"])
 
 
 if __name__ == "__main__":

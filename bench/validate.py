@@ -1,12 +1,6 @@
-"""Validation speed (issue 10): the derived validator vs a pydantic TypeAdapter vs bare parsing.
-
-    python bench/validate.py                  # 20,000 rows (one chunk) per file, best of 5
-    python bench/validate.py --rows 100000 --runs 3
-
-No services. bench/exports.py's 1%-bad todos and products files, each parsed once; round by round,
-the fastest run of ``RowValidator`` (what imports run), ``PydanticValidator``, bare conversions (the
-floor) and parsing alone. Exit 1 if derived and pydantic accept different lines.
-"""
+"""Validation speed (issue 10, no services): on bench/exports.py's 1%-bad todos and products,
+best of ``--runs`` rounds: ``RowValidator`` (what imports run), ``PydanticValidator``, bare
+conversions (the floor), parsing alone; exit 1 if derived and pydantic accept different lines."""
 
 from __future__ import annotations
 
@@ -43,7 +37,6 @@ def compare(name: str, spec: TargetSpec, path: Path, runs: int) -> tuple[harness
     (span,) = parsing.plan_chunks(path, "csv", 10**9)
     records = list(parsing.read_chunk(path, "csv", span, header))
     columns = [(c.name, BARE[c.kind]) for c in spec.columns]
-
     def bare() -> tuple[list[TypedRow], list[Any]]:
         rows, errors = [], []
         for rec in records:
@@ -54,39 +47,31 @@ def compare(name: str, spec: TargetSpec, path: Path, runs: int) -> tuple[harness
             except (AttributeError, ValueError, ArithmeticError):  # unreadable record, bad value
                 errors.append(rec)
         return rows, errors
-
     def parse() -> tuple[list[Any], None]:
         chunk = parsing.read_chunk(path, "csv", span, header)
         return [r for r in chunk if r.values is not None], None
-
     derived, pydantic = RowValidator(spec), PydanticValidator(spec)
     ways: dict[str, Callable[[], tuple[list[Any], Any]]] = {  # each way -> (accepted, the rest)
         DERIVED: lambda: derived.validate(records, dedupe=False),
         PYDANTIC: lambda: pydantic.validate(records),
-        "bare conversions, no checks": bare,
-        "parse only (worker.parsing)": parse,
-    }
-    best: dict[str, float] = {}
-    accepted: dict[str, set[int]] = {}
+        "bare conversions, no checks": bare, "parse only (worker.parsing)": parse}
+    best: dict[str, float] = {}  # way -> its fastest run's seconds
+    accepted: dict[str, set[int]] = {}  # way -> the lines it accepted
     for _ in range(runs):
         for way, fn in ways.items():
             started = time.perf_counter()
             rows = fn()[0]
             best[way] = min(best.get(way, float("inf")), time.perf_counter() - started)
             accepted[way] = {r.line for r in rows}
-    n = len(records)
+    n, diff = len(records), sorted(accepted[DERIVED] ^ accepted[PYDANTIC])
     title = f"{name}: {len(spec.columns)} columns, {n:,} records"
-    head = [title, "rows/s", "x derived", "accepted"]
     table = [[way, n / t, best[DERIVED] / t, len(accepted[way])] for way, t in best.items()]
-    diff, fails = sorted(accepted[DERIVED] ^ accepted[PYDANTIC]), []
-    if diff:
-        fails.append(f"{name}: derived and pydantic accept different lines, e.g. {diff[:5]}")
-    return (head, table), fails
+    message = f"{name}: derived and pydantic accept different lines, e.g. {diff[:5]}"
+    return ([title, "rows/s", "x derived", "accepted"], table), [message] if diff else []
 
 
 def main() -> int:
-    raw = argparse.RawDescriptionHelpFormatter  # the docstring's usage lines as they are
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
+    p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--rows", type=int, default=20_000)
     p.add_argument("--runs", type=int, default=5)
     args = p.parse_args()
@@ -96,14 +81,11 @@ def main() -> int:
         harness.log(f"{args.rows:,} rows per file; best of {args.runs} rounds")
         results = [
             compare("todos (1% bad)", Registry(builtin_targets()).get("todos"), todos, args.runs),
-            compare("products", Registry(shop).get("products"), products, args.runs),
-        ]
+            compare("products", Registry(shop).get("products"), products, args.runs)]
     return harness.report(
         f"validation bench: {args.rows:,} rows per file, best of {args.runs} rounds",
-        [table for table, _ in results],
-        [f for _, fails in results for f in fails],
-        ["check: derived and pydantic accept the same lines"],
-    )
+        [table for table, _ in results], [f for _, fails in results for f in fails],
+        ["check: derived and pydantic accept the same lines"])
 
 
 if __name__ == "__main__":

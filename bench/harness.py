@@ -1,8 +1,6 @@
-"""The benchmarks' harness: databases, a Redis database, workers, timing, the report.
-
-The product runs only as subprocesses (``bulkops``; celery workers and beat through
-``worker.supervisor``), configured by their environment: :meth:`Bench.env` is the one place.
-"""
+"""The benchmarks' harness: databases, a Redis database, workers, timing, the one report. The
+product runs only as subprocesses (``bulkops``; celery workers and beat through
+``worker.supervisor``), configured by their environment: :meth:`Bench.env` is the one place."""
 
 from __future__ import annotations
 
@@ -19,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg2
 import redis
@@ -39,9 +37,17 @@ NAN = float("nan")
 Proc = subprocess.Popen[bytes]
 Job = dict[str, Any]
 Table = tuple[Sequence[str], Sequence[Sequence[Any]]]  # headers, rows
-RUNS = {"label": "", "state": "state", "s": "worker s", "rows_s": "rows/s", "base_s": "baseline s",
-        "x_base": "x baseline", "plan_s": "plan s", "redos": "redos", "deadlocks": "deadlocks",
-        "rss_mb": "RSS MB"}  # job key -> its column in the runs table
+Lines = Sequence[str]
+GOALS = ["goal (medians)", "measured", "must", "", "verdict"]  # the goals table's headers
+# The runs table: a job's keys, and their headers after "run".
+RUN_KEYS = "label state s rows_s base_s x_base plan_s redos deadlocks rss_mb".split()
+RUN_HEADERS = ", state, worker s, rows/s, baseline s, x baseline, plan s, redos, deadlocks, RSS MB"
+# A job's row once finished; s: created -> finished, plan_s: claimed -> first chunk started
+# (job_chunks.committed_at is the chunk transaction's start).
+FINISHED = """SELECT *, extract(epoch FROM finished_at - created_at)::float AS s,
+  (SELECT extract(epoch FROM min(c.committed_at) - j.started_at)::float FROM bulkops_ledger.job_chunks c
+   WHERE c.job_id = j.id) AS plan_s
+FROM bulkops_ledger.jobs j WHERE id = %s AND finished_at IS NOT NULL"""
 
 
 def log(message: str) -> None:
@@ -50,7 +56,7 @@ def log(message: str) -> None:
 
 def parser(doc: str | None, chunk_size: int = 20_000) -> argparse.ArgumentParser:
     """A bench's command line, with the options every bench has."""
-    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=doc)
     p.add_argument("--runs", type=int, default=3, help="timed runs; medians are reported")
     p.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     p.add_argument("--redis-base", default="redis://127.0.0.1:6379")
@@ -61,25 +67,26 @@ def parser(doc: str | None, chunk_size: int = 20_000) -> argparse.ArgumentParser
 
 
 class Bench:
-    """One bench run: its databases (``bench_*``), a Redis database claimed as the tests claim theirs (from
-    db 1 up; tests go from 15 down), its processes, jobs and failed checks; ``settings``: every subprocess's."""
+    """One bench run: its databases (``bench_*``), a Redis database (claimed as the tests claim
+    theirs, from db 1 up; tests go from 15 down), its processes, jobs, failed checks, tables."""
 
     def __init__(self, args: argparse.Namespace, **settings: Any) -> None:
-        self.args, self.settings = args, settings
-        self.tag = f"{os.getpid()}_{time.strftime('%H%M%S')}"
+        self.args, self.settings = args, settings  # settings: every subprocess's environment
+        self.tag, self.claim = f"{os.getpid()}_{time.strftime('%H%M%S')}", contextlib.ExitStack()
         self.databases: list[str] = []
         self.procs: list[Proc] = []
         self.jobs: list[Job] = []  # every race's, for the report
         self.failures: list[str] = []
-        self._claim = contextlib.ExitStack()
+        self.tables: list[Table] = []  # a bench's own, for the report
         args.work_dir.mkdir(parents=True, exist_ok=True)
 
     def __enter__(self) -> Bench:
-        self.redis_url = self._claim.enter_context(
-            redis_claims.claimed_db(self.args.redis_base, range(1, 16)))
+        claim = redis_claims.claimed_db(self.args.redis_base, range(1, 16))
+        self.redis_url = self.claim.enter_context(claim)
         if self.redis_url is None:
             raise SystemExit("no free Redis database on the server: every one is claimed")
         log(f"Redis for the bench: {self.redis_url}")
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # clean up databases and processes
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -88,7 +95,7 @@ class Bench:
             with contextlib.suppress(psycopg2.Error):
                 self.drop(db)
         self.refresh()
-        self._claim.close()
+        self.claim.close()
 
     def refresh(self) -> None:
         """Keep the claim; empty the queues (nothing of a previous phase runs)."""
@@ -99,27 +106,29 @@ class Bench:
     def env(self, url: str, **extra: Any) -> dict[str, str]:
         """A subprocess's settings: only its environment."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CELERY_", "BULKOPS_"))}
+        env.update(DATABASE_URL=url, REDIS_URL=self.redis_url,
+                   BULKOPS_IMPORT_ROOT=str(self.args.work_dir))
         settings = {"BULKOPS_CHUNK_SIZE": self.args.chunk_size, **self.settings, **extra}
-        return env | {k: str(v) for k, v in settings.items()} | {
-            "DATABASE_URL": url, "REDIS_URL": self.redis_url, "BULKOPS_IMPORT_ROOT": str(self.args.work_dir)}
+        return env | {k: str(v) for k, v in settings.items()}
 
     def database(self, role: str, template: str | None = None) -> str:
-        """A fresh database (a clone of ``template``, a name or url), dropped at the end: its url."""
+        """A fresh database (a clone of the ``template`` url), dropped at the end: its url."""
         name = f"bench_{role}_{self.tag}"
-        self.drop(name)
-        clone = f' TEMPLATE "{dbname(template)}"' if template else ""
+        url = urlsplit(self.args.admin_url)._replace(path=f"/{name}").geturl()
+        self.drop(url)
+        clone = f' TEMPLATE "{urlsplit(template).path[1:]}"' if template else ""
         query(self.args.admin_url, f'CREATE DATABASE "{name}"{clone}', autocommit=True)
-        self.databases += [] if name in self.databases else [name]
-        return urlunsplit(urlsplit(self.args.admin_url)._replace(path=f"/{name}"))
+        self.databases += [] if url in self.databases else [url]
+        return url
 
-    def drop(self, *databases: str) -> None:
-        for db in databases:  # names or urls
-            query(self.args.admin_url, f'DROP DATABASE IF EXISTS "{dbname(db)}" WITH (FORCE)', autocommit=True)
+    def drop(self, *urls: str) -> None:
+        for url in urls:
+            sql = f'DROP DATABASE IF EXISTS "{urlsplit(url).path[1:]}" WITH (FORCE)'
+            query(self.args.admin_url, sql, autocommit=True)
 
     def template(self) -> str:
         """A migrated database to clone from, with tests/example_shop's tables too: its url."""
         from example_shop import migrate  # the shop's own Alembic migrations
-
         url = self.database("tpl")
         self.cli(url, "migrate")
         migrate.upgrade(url)
@@ -127,28 +136,31 @@ class Bench:
 
     def copy(self, url: str, table: str, columns: Sequence[str], path: Path) -> float:
         """``psql \\copy`` of a TSV file; wall seconds."""
-        return timed(subprocess.run, ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c",
-                                      f"\\copy {table}({','.join(columns)}) from '{path}'"], check=True)
+        psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c"]
+        command = f"\\copy {table}({','.join(columns)}) from '{path}'"
+        return timed(subprocess.run, [*psql, command], check=True)
 
     def cli(self, url: str, *argv: str, **extra: Any) -> str:
         """Run ``bulkops ARGV`` against ``url``; its stdout."""
         out = subprocess.run([str(Path(sys.executable).parent / "bulkops"), *argv], cwd=REPO,
                              env=self.env(url, **extra), capture_output=True, text=True)
         if out.returncode:
-            raise RuntimeError(f"bulkops {' '.join(argv)}: exit {out.returncode}: {out.stderr[-800:]}")
+            raise RuntimeError(f"bulkops {argv}: exit {out.returncode}: {out.stderr[-800:]}")
         return out.stdout
 
     def start(self, url: str, what: str, log_name: str, **extra: Any) -> Proc:
-        """A worker (what='worker', once its pool is up) or beat, through ``worker.supervisor``:
-        its own process group, logging to a fresh ``--work-dir/LOG_NAME.log``."""
-        cmd = (supervisor.worker_command(f"bench-{self.tag}-{len(self.procs)}", self.args.concurrency)
-               if what == "worker" else
-               supervisor.celery_command("beat", "--loglevel=INFO", "-s", f"{self.args.work_dir}/beat-{self.tag}"))
+        """A worker (once its pool is up) or beat (``what``), in its own process group, through
+        ``worker.supervisor``, logging to a fresh ``--work-dir/LOG_NAME.log``."""
+        if what == "worker":
+            name = f"bench-{self.tag}-{len(self.procs)}"
+            cmd = supervisor.worker_command(name, self.args.concurrency)
+        else:
+            schedule = f"{self.args.work_dir}/beat-{self.tag}"
+            cmd = supervisor.celery_command("beat", "--loglevel=INFO", "-s", schedule)
         path = self.args.work_dir / f"{log_name}.log"
         with path.open("wb") as out:
             proc = subprocess.Popen(cmd, env=self.env(url, **extra), cwd=REPO, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)
-        proc.log_path = path  # type: ignore[attr-defined]
         self.procs.append(proc)
         deadline = time.monotonic() + 60
         while what == "worker" and not (" ready." in path.read_text(errors="replace")
@@ -170,21 +182,17 @@ class Bench:
         return int(json.loads(self.cli(url, *argv, "--json", **extra))["id"])
 
     def wait(self, url: str, job_id: int, timeout: float = 7200) -> Job:
-        """The job's row once finished, with ``s`` = created -> finished and ``plan_s`` = claimed -> first
-        chunk started (``job_chunks.committed_at`` is the chunk transaction's start)."""
+        """The job's row once finished (:data:`FINISHED`)."""
         deadline = time.monotonic() + timeout
-        while not (rows := query(url, "SELECT *, extract(epoch FROM finished_at - created_at)::float AS s,"
-                                 " (SELECT extract(epoch FROM min(c.committed_at) - j.started_at)::float"
-                                 " FROM bulkops_ledger.job_chunks c WHERE c.job_id = j.id) AS plan_s FROM bulkops_ledger.jobs j"
-                                 " WHERE id = %s AND finished_at IS NOT NULL", (job_id,), dicts=True)):
+        while not (rows := query(url, FINISHED, (job_id,), dicts=True)):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} not finished after {timeout} s")
             time.sleep(0.05)
         return rows[0]
 
     def run_job(self, url: str, label: str, *argv: str, **extra: Any) -> Job:
-        """``bulkops ARGV`` through a fresh worker; the job row with the worker's peak RSS per process
-        (VmHWM of each pool child) and its redone chunks (``retrying`` in its log)."""
+        """``bulkops ARGV`` through a fresh worker; the job row with the worker's peak RSS per
+        process (VmHWM of each pool child) and its redone chunks (``retrying`` in its log)."""
         self.refresh()
         proc = self.start(url, "worker", label, **extra)
         try:
@@ -192,56 +200,46 @@ class Bench:
             job["rss_mb"] = max(pool(proc).values(), default=0.0)
         finally:
             self.stop(proc)
-        text = proc.log_path.read_text(errors="replace")  # type: ignore[attr-defined]
+        text = (self.args.work_dir / f"{label}.log").read_text(errors="replace")  # start()'s log
         job["redos"], job["deadlocks"] = text.count("retrying"), text.count("deadlock detected")
         return job
 
     def race(self, template: str, label: str, baseline: Callable[[str], float], argv: Sequence[str],
-             rows: int, check: Callable[[Job, str, str], list[str]],
-             prepare: Callable[[str], object] = lambda url: None, base_rows: int | None = None,
+             rows: int, check: Callable[[Job, str, str], list[str]], base_rows: int | None = None,
              **extra: Any) -> Job:
-        """One run: ``baseline(url)`` (seconds) and ``bulkops ARGV``, each on a fresh clone of ``template``
-        (``prepare``d first), then ``check(job, base_url, url)``. The job row, with ``base_s``, ``rows_s``
+        """One run: ``baseline(url)`` (seconds) and ``bulkops ARGV``, each on a fresh clone of
+        ``template``, then ``check(job, base_url, url)``; the job row, with ``base_s``, ``rows_s``
         and ``x_base`` (its rows/s over the baseline's ``base_rows``/s)."""
         base, url = self.database("base", template), self.database("work", template)
-        prepare(base)
-        base_s = baseline(base)
-        prepare(url)
-        job = self.run_job(url, label, *argv, **extra)
-        job.update(label=label, base_s=base_s, rows_s=rows / job["s"],
-                   x_base=(rows / job["s"]) / ((base_rows or rows) / base_s))
-        log(f"{label}: worker {job['s']:.2f} s ({job['rows_s']:,.0f} rows/s, {job['state']}, rejected "
-            f"{job['rows_rejected']:,}, redos {job['redos']}, RSS {job['rss_mb']:.0f} MB); baseline "
-            f"{base_s:.2f} s: {job['x_base']:.2f}x")
+        base_s, job = baseline(base), self.run_job(url, label, *argv, **extra)
+        job.update(label=label, base_s=base_s, rows_s=rows / job["s"])
+        job["x_base"] = job["rows_s"] * base_s / (base_rows or rows)
+        logged = [*RUN_KEYS[1:], "rows_rejected"]
+        log(f"{label}: " + ", ".join(f"{k} {cell(job[k])}" for k in logged))
         self.failures += [f"{label}: {f}" for f in check(job, base, url)]
         self.drop(base, url)
         self.jobs.append(job)
         return job
 
+    def values(self, key: str, *labels: str) -> list[Any]:
+        """``key`` of the races of these labels (default: every race)."""
+        return [j[key] for j in self.jobs if not labels or j["label"] in labels]
+
     def median(self, key: str, *labels: str) -> float:
-        """The median of ``key`` over the races of these labels (default: every race)."""
-        return median([j[key] for j in self.jobs if not labels or j["label"] in labels])
+        return median(self.values(key, *labels))
 
-    def health(self, *happy: str) -> list[list[Any]]:
-        """Every race's goals (issue 9): no chunk redone on the path of the ``happy`` labels (default:
-        every race), worker peak RSS per process <= 150 MB."""
-        redos = max((j["redos"] for j in self.jobs if not happy or j["label"] in happy), default=NAN)
-        return [goal("chunks redone on the happy path (max)", redos, 0, lower_is_better=True, unit=""),
-                goal("worker peak RSS per process (max)", max((j["rss_mb"] for j in self.jobs), default=NAN), 150,
-                     lower_is_better=True, unit=" MB")]
-
-    def report(self, title: str, goals: Sequence[list[Any]], notes: Sequence[str] = (),
-               tables: Sequence[Table] = ()) -> int:
-        """:func:`report` with a row per race first (runs numbered per label), and the failed checks."""
-        labels = list(dict.fromkeys(j["label"] for j in self.jobs))
-        jobs = sorted(self.jobs, key=lambda j: labels.index(j["label"]))
-        runs = [[[i["label"] for i in jobs[:n + 1]].count(j["label"]), *(j[k] for k in RUNS)]
-                for n, j in enumerate(jobs)]
-        return report(title, [(["run", *RUNS.values()], runs), *tables], goals, self.failures, notes)
-
-
-def dbname(url_or_name: str) -> str:
-    return urlsplit(url_or_name).path[1:] if "://" in url_or_name else url_or_name
+    def report(self, title: str, goals: Sequence[list[str]], notes: Lines = (),
+               happy: Lines = ()) -> int:
+        """:func:`report` with a row per race (numbered per label) first, the goals, then issue 9's:
+        no chunk redone by the ``happy`` labels (default: all), peak RSS per process <= 150 MB."""
+        runs = [[n, *(j[k] for k in RUN_KEYS)] for label in dict.fromkeys(self.values("label"))
+                for n, j in enumerate((r for r in self.jobs if r["label"] == label), 1)]
+        if self.jobs:
+            redos, rss = max(self.values("redos", *happy), default=NAN), max(self.values("rss_mb"))
+            goals = [*goals, goal("chunks redone on the happy path (max)", redos, "<=", 0, ""),
+                     goal("worker peak RSS per process (max)", rss, "<=", 150, " MB")]
+        headers = ["run", *RUN_HEADERS.split(", ")]
+        return report(title, [(headers, runs), *self.tables, (GOALS, goals)], self.failures, notes)
 
 
 def pool(proc: Proc) -> dict[int, float]:
@@ -251,7 +249,8 @@ def pool(proc: Proc) -> dict[int, float]:
         for task in os.listdir(f"/proc/{proc.pid}/task"):
             for pid in Path(f"/proc/{proc.pid}/task/{task}/children").read_text().split():
                 with contextlib.suppress(OSError):
-                    out[int(pid)] = int(Path(f"/proc/{pid}/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+                    status = Path(f"/proc/{pid}/status").read_text()
+                    out[int(pid)] = int(status.split("VmHWM:")[1].split()[0]) / 1024
     return out
 
 
@@ -283,35 +282,37 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else NAN
 
 
+def tsv_line(values: Iterable[Any]) -> str:
+    return "\t".join(map(tsv, values)) + "\n"
+
+
 def write_tsv(path: Path, rows: Iterable[Sequence[Any]]) -> Path:
-    with path.open("w") as f:
-        f.writelines("\t".join(map(tsv, row)) + "\n" for row in rows)
+    path.write_text("".join(map(tsv_line, rows)))
     return path
 
 
 def table_digest(url: str, lines_sql: str) -> tuple[int, str]:
     """(count, md5) of the text lines a query gives (column ``line``), in byte order."""
-    row = query(url, f"SELECT count(*), coalesce(md5(string_agg(line, E'\\n' ORDER BY line COLLATE \"C\")), '') "
-                f"FROM ({lines_sql}) x")
-    return int(row[0][0]), str(row[0][1])
+    md5 = "md5(string_agg(line, E'\\n' ORDER BY line COLLATE \"C\"))"
+    row = query(url, f"SELECT count(*), coalesce({md5}, '') FROM ({lines_sql}) x")[0]
+    return int(row[0]), str(row[1])
 
 
 def digest(lines: list[str]) -> tuple[int, str]:
     """The same digest computed in Python (str order is code-point order = UTF-8 byte order)."""
-    return (len(lines), hashlib.md5("\n".join(sorted(lines)).encode()).hexdigest()) if lines else (0, "")
+    return len(lines), hashlib.md5("\n".join(sorted(lines)).encode()).hexdigest() if lines else ""
 
 
-def goal(name: str, value: float, must: float, aim: float | None = None, lower_is_better: bool = False,
-         unit: str = "x") -> list[Any]:
-    """One row of the goals table: met or missed, and by how much."""
-    if value != value:
-        return [name, "-", f"{must:g}{unit}", "-", "not measured"]
-    met = value <= must if lower_is_better else value >= must
-    verdict = f"{'met' if met else 'MISSED'} by {abs(value - must):.2f}{unit}"
-    if aim is not None:
-        verdict += f"; aim {aim:g}{unit} {'reached' if value >= aim else 'not reached'}"
-    return [name, f"{value:.2f}{unit}", f"{'<=' if lower_is_better else '>='} {must:g}{unit}",
-            "met" if met else "MISSED", verdict]
+def goal(name: str, got: float, op: str, must: float, unit: str = "x", aim: float = 0) -> list[str]:
+    """One row of the goals table: ``got op must`` (">=" or "<="), met or MISSED by how much."""
+    bound = f"{op} {must:g}{unit}"
+    if got != got:  # NaN
+        return [name, "-", bound, "-", "not measured"]
+    state = "met" if (got >= must if op == ">=" else got <= must) else "MISSED"
+    verdict = f"{state} by {abs(got - must):.2f}{unit}"
+    if aim:
+        verdict += f"; aim {aim:g}{unit} {'reached' if got >= aim else 'not reached'}"
+    return [name, f"{got:.2f}{unit}", bound, state, verdict]
 
 
 def cell(v: Any) -> str:
@@ -322,19 +323,17 @@ def cell(v: Any) -> str:
     return f"{v:,}" if isinstance(v, int) else str(v)
 
 
-def report(title: str, tables: Sequence[Table], goals: Sequence[list[Any]] = (),
-           failures: Sequence[str] = (), notes: Sequence[str] = ()) -> int:
-    """The one report: every table, the goals, the notes, correctness; the exit code."""
+def report(title: str, tables: Sequence[Table], failures: Lines = (), notes: Lines = ()) -> int:
+    """The one report: every table (the goals' last), the notes, correctness; the exit code."""
     print(f"\n{title}\n{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
-    for headers, rows in [*tables, (["goal (medians)", "measured", "must", "", "verdict"], goals)]:
+    for headers, rows in tables:
         if rows:
             cells = [list(map(str, headers))] + [[cell(c) for c in r] for r in rows]
             widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
             print()
             for r in [cells[0], ["-" * w for w in widths], *cells[1:]]:
                 print("  ".join([r[0].ljust(widths[0]), *map(str.rjust, r[1:], widths[1:])]))
-    if notes:
-        print(*notes, sep="\n")
+    print(*notes, sep="\n", end="\n" if notes else "")
     if failures:
         print("\nCORRECTNESS FAILURES:", *failures, sep="\n  ")
         return 1

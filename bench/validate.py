@@ -1,12 +1,6 @@
-"""Validation speed (issue 10): the derived validator vs a pydantic TypeAdapter vs bare parsing.
-
-    python bench/validate.py                  # 20,000 rows (one chunk) per file, best of 5
-    python bench/validate.py --rows 100000 --runs 3
-
-No services. bench/exports.py's 1%-bad todos and products files, each parsed once; round by round, the
-fastest run of ``RowValidator`` (what imports run), ``PydanticValidator``, bare conversions (the floor) and
-parsing alone. Exit 1 if derived and pydantic accept different lines. See bench/README.md.
-"""
+"""Validation speed (issue 10, no services): on bench/exports.py's 1%-bad todos and products,
+best of ``--runs`` rounds: ``RowValidator`` (what imports run), ``PydanticValidator``, bare
+conversions (the floor), parsing alone; exit 1 if derived and pydantic accept different lines."""
 
 from __future__ import annotations
 
@@ -30,11 +24,10 @@ from worker import parsing
 from worker.target_rows import PydanticValidator, RowValidator, TypedRow
 from worker.targets import Registry, TargetSpec, builtin_targets
 
-BARE: dict[str, Callable[[str], Any]] = {  # column kind -> a conversion without limits, defaults or messages
-    "str": str, "int": int, "float": float, "decimal": Decimal, "date": date.fromisoformat,
-    "bool": lambda v: v.lower() in ("true", "t", "1"), "datetime": datetime.fromisoformat,
-    "uuid": uuid.UUID, "enum": str, "json": json.loads,
-}
+# column kind -> a conversion without limits, defaults or messages
+BARE: dict[str, Callable[[str], Any]] = {"str": str, "enum": str, "int": int, "float": float}
+BARE |= {"decimal": Decimal, "date": date.fromisoformat, "datetime": datetime.fromisoformat}
+BARE |= {"uuid": uuid.UUID, "json": json.loads, "bool": lambda v: v.lower() in ("true", "t", "1")}
 DERIVED, PYDANTIC = "derived (RowValidator)", "pydantic TypeAdapter(list[TypedDict])"
 
 
@@ -44,41 +37,41 @@ def compare(name: str, spec: TargetSpec, path: Path, runs: int) -> tuple[harness
     (span,) = parsing.plan_chunks(path, "csv", 10**9)
     records = list(parsing.read_chunk(path, "csv", span, header))
     columns = [(c.name, BARE[c.kind]) for c in spec.columns]
-
     def bare() -> tuple[list[TypedRow], list[Any]]:
         rows, errors = [], []
         for rec in records:
             try:
                 get = rec.values.get
-                rows.append(TypedRow(rec.line, tuple([f(v) if (v := get(n)) else None for n, f in columns]), rec.raw))
+                values = tuple([f(v) if (v := get(n)) else None for n, f in columns])
+                rows.append(TypedRow(rec.line, values, rec.raw))
             except (AttributeError, ValueError, ArithmeticError):  # unreadable record, bad value
                 errors.append(rec)
         return rows, errors
-
+    def parse() -> tuple[list[Any], None]:
+        chunk = parsing.read_chunk(path, "csv", span, header)
+        return [r for r in chunk if r.values is not None], None
     derived, pydantic = RowValidator(spec), PydanticValidator(spec)
     ways: dict[str, Callable[[], tuple[list[Any], Any]]] = {  # each way -> (accepted, the rest)
         DERIVED: lambda: derived.validate(records, dedupe=False),
         PYDANTIC: lambda: pydantic.validate(records),
-        "bare conversions, no checks": bare,
-        "parse only (worker.parsing)": lambda: (
-            [r for r in parsing.read_chunk(path, "csv", span, header) if r.values is not None], None),
-    }
-    best: dict[str, float] = {}
-    accepted: dict[str, set[int]] = {}
+        "bare conversions, no checks": bare, "parse only (worker.parsing)": parse}
+    best: dict[str, float] = {}  # way -> its fastest run's seconds
+    accepted: dict[str, set[int]] = {}  # way -> the lines it accepted
     for _ in range(runs):
         for way, fn in ways.items():
             started = time.perf_counter()
             rows = fn()[0]
             best[way] = min(best.get(way, float("inf")), time.perf_counter() - started)
             accepted[way] = {r.line for r in rows}
-    headers = [f"{name}: {len(spec.columns)} columns, {len(records):,} records", "rows/s", "x derived", "accepted"]
-    table = [[way, len(records) / t, best[DERIVED] / t, len(accepted[way])] for way, t in best.items()]
-    diff = sorted(accepted[DERIVED] ^ accepted[PYDANTIC])
-    return (headers, table), [f"{name}: derived and pydantic accept different lines, e.g. {diff[:5]}"] if diff else []
+    n, diff = len(records), sorted(accepted[DERIVED] ^ accepted[PYDANTIC])
+    title = f"{name}: {len(spec.columns)} columns, {n:,} records"
+    table = [[way, n / t, best[DERIVED] / t, len(accepted[way])] for way, t in best.items()]
+    message = f"{name}: derived and pydantic accept different lines, e.g. {diff[:5]}"
+    return ([title, "rows/s", "x derived", "accepted"], table), [message] if diff else []
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--rows", type=int, default=20_000)
     p.add_argument("--runs", type=int, default=5)
     args = p.parse_args()
@@ -86,11 +79,13 @@ def main() -> int:
         todos = exports.generate(Path(tmp), "validate", args.rows, bad=0.01).csv
         products = exports.products(Path(tmp), "validate-products", args.rows).csv
         harness.log(f"{args.rows:,} rows per file; best of {args.runs} rounds")
-        results = [compare("todos (1% bad)", Registry(builtin_targets()).get("todos"), todos, args.runs),
-                   compare("products", Registry(shop).get("products"), products, args.runs)]
-    return harness.report(f"validation bench: {args.rows:,} rows per file, best of {args.runs} rounds",
-                          [table for table, _ in results], failures=[f for _, fails in results for f in fails],
-                          notes=["check: derived and pydantic accept the same lines"])
+        results = [
+            compare("todos (1% bad)", Registry(builtin_targets()).get("todos"), todos, args.runs),
+            compare("products", Registry(shop).get("products"), products, args.runs)]
+    return harness.report(
+        f"validation bench: {args.rows:,} rows per file, best of {args.runs} rounds",
+        [table for table, _ in results], [f for _, fails in results for f in fails],
+        ["check: derived and pydantic accept the same lines"])
 
 
 if __name__ == "__main__":

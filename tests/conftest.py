@@ -12,6 +12,7 @@ that needs PostgreSQL gets a fresh clone of it (``CREATE DATABASE … TEMPLATE``
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import socket
 import tempfile
@@ -27,6 +28,7 @@ from sqlalchemy import create_engine, text
 
 from worker.app import using
 from worker.config import load_settings, sqlalchemy_url
+from worker.models import LEDGER_SCHEMA
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -194,6 +196,7 @@ def bulkops_env(
     message of another test can run against this database.
     """
     with fresh_database(admin_engine, service_urls, template_database) as url:
+        _first_job_id(url, next(_JOB_ID_BLOCKS) * JOB_IDS_PER_TEST + 1)
         env = {
             **os.environ,
             "DATABASE_URL": url,
@@ -222,6 +225,27 @@ def configure(bulkops_env: dict[str, str]) -> Iterator[Callable[..., None]]:
             stack.enter_context(using(load_settings({**bulkops_env, **changes})))
 
         yield change
+
+
+# Every test's jobs get ids of their own. The in-process worker may still hold
+# a message of an earlier test (a retry waiting for its countdown, a prefetched
+# chunk) when the next test starts on a fresh database; with ids that are new to
+# that database, such a message finds no job and does nothing, instead of
+# running against the new test's job with the same id.
+JOB_IDS_PER_TEST = 1_000_000
+_JOB_ID_BLOCKS = itertools.count(1)
+
+
+def _first_job_id(url: str, first: int) -> None:
+    engine = create_engine(sqlalchemy_url(url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text("SELECT setval(pg_get_serial_sequence(:t, 'id'), :n, false)"),
+                {"t": f"{LEDGER_SCHEMA}.jobs", "n": first},
+            )
+    finally:
+        engine.dispose()
 
 
 def _purge_queues(redis_url: str) -> None:

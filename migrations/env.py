@@ -38,6 +38,10 @@ OPTIONS: dict[str, Any] = {
     "include_object": owned_object,
 }
 CREATE_SCHEMA = f"CREATE SCHEMA IF NOT EXISTS {LEDGER_SCHEMA}"
+# While migrations run, an unqualified name means the ledger's schema first: the
+# ledger's DDL of 0001-0005 (unqualified, as generated) creates it there directly,
+# next to an application's own public.jobs; the example's tables name public.
+LEDGER_FIRST = f"SET LOCAL search_path TO {LEDGER_SCHEMA}, {OLD_SCHEMA}"
 
 
 def _url() -> str:
@@ -50,6 +54,7 @@ def run_migrations_offline() -> None:
     )
     with context.begin_transaction():
         context.execute(CREATE_SCHEMA)
+        context.execute(LEDGER_FIRST)
         context.run_migrations()
 
 
@@ -92,7 +97,13 @@ def _adopt_legacy_version(connection: Connection) -> None:
     insp = inspect(connection)
     if not insp.has_table(LEGACY_VERSION_TABLE, schema=OLD_SCHEMA):
         return
-    if not insp.has_table("jobs", schema=OLD_SCHEMA):  # such a database predates 0006
+    # Such a database predates 0006: its ledger is in public, with 0001's trigger
+    # function (an application's own jobs table and revision "0001" are not bulkops's).
+    ledger_in_public = connection.execute(
+        text("SELECT to_regprocedure(:f) IS NOT NULL"),
+        {"f": f"{OLD_SCHEMA}.bulkops_touch_updated_at()"},
+    ).scalar_one()
+    if not (ledger_in_public and insp.has_table("jobs", schema=OLD_SCHEMA)):
         return
     ours = {rev.revision for rev in ScriptDirectory.from_config(config).walk_revisions()}
     legacy = f"{OLD_SCHEMA}.{LEGACY_VERSION_TABLE}"
@@ -132,7 +143,17 @@ def _run(connection: Connection) -> None:
     context.configure(connection=connection, on_version_apply=_leave_nothing_at_base, **OPTIONS)
     with context.begin_transaction():
         _prepare(connection)
+        before = connection.execute(text("SELECT current_setting('search_path')")).scalar_one()
+        if not _autogenerating():  # the check reflects with the session's own search_path
+            connection.execute(text(LEDGER_FIRST))
         context.run_migrations()
+        # back as it was for the rest of a caller's transaction (migrate.rebuild)
+        connection.execute(text("SELECT set_config('search_path', :p, true)"), {"p": before})
+
+
+def _autogenerating() -> bool:
+    """``alembic check`` or ``revision --autogenerate``: a comparison, no migration runs."""
+    return context.get_context().opts.get("revision_context") is not None
 
 
 if context.is_offline_mode():

@@ -75,7 +75,8 @@ def tables(env: dict[str, str]) -> set[str]:
 
 @pytest.fixture
 def filled(bulkops_env: dict[str, str]) -> dict[str, str]:
-    """Rows in our tables, and an application's own table next to them."""
+    """Rows in our tables, and an application's own tables next to them (one named like
+    the ledger's jobs)."""
     env = without(bulkops_env, "BULKOPS_ENV")
     execute(env, "INSERT INTO users (email, name) VALUES ('a@example.com', 'A')")
     execute(
@@ -89,6 +90,8 @@ def filled(bulkops_env: dict[str, str]) -> dict[str, str]:
     )
     execute(env, "CREATE TABLE app_things (id serial PRIMARY KEY, name text)")
     execute(env, "INSERT INTO app_things (name) VALUES ('keep me')")
+    execute(env, "CREATE TABLE public.jobs (id serial PRIMARY KEY, title text NOT NULL)")
+    execute(env, "INSERT INTO public.jobs (title) VALUES ('the application''s')")
     return env
 
 
@@ -99,6 +102,7 @@ def fingerprint(env: dict[str, str]) -> tuple[Any, ...]:
         query(env, "SELECT count(*) FROM todos"),
         query(env, "SELECT count(*) FROM bulkops_ledger.jobs"),
         query(env, "SELECT count(*) FROM app_things"),
+        query(env, "SELECT count(*) FROM public.jobs"),
         query(env, f"SELECT version_num FROM {QUALIFIED_VERSION_TABLE}"),
     )
 
@@ -112,7 +116,7 @@ def assert_refused(result: subprocess.CompletedProcess[str], says: str) -> None:
 
 def test_refused_without_the_development_setting(filled: dict[str, str]) -> None:
     before = fingerprint(filled)
-    assert before[1:5] == (1, 7, 1, 1) and OUR_TABLES <= before[0]
+    assert before[1:6] == (1, 7, 1, 1, 1) and OUR_TABLES <= before[0]
     result = reset(filled, typed=database_name(filled) + "\n")  # even with the right name typed
     assert_refused(result, "BULKOPS_ENV is not 'development'")
     assert fingerprint(filled) == before
@@ -142,11 +146,12 @@ def test_reset_drops_our_rows_keeps_the_application_table_and_migrates_to_head(
     result = reset(dev(filled), typed=database_name(filled) + "\n")
     assert result.returncode == 0, describe(result)
     assert f"migrated to {head}" in result.stdout
-    assert OUR_TABLES | {"app_things"} == tables(filled)
+    assert OUR_TABLES | {"app_things", "jobs"} == tables(filled)
     assert query(filled, f"SELECT version_num FROM {QUALIFIED_VERSION_TABLE}") == head
     for table in ("users", "todos", f"{LEDGER_SCHEMA}.jobs"):
         assert query(filled, f"SELECT count(*) FROM {table}") == 0, table
     assert query_rows(filled, "SELECT name FROM app_things") == [("keep me",)]
+    assert query_rows(filled, "SELECT id, title FROM public.jobs") == [(1, "the application's")]
     # the schema works: ids start again, constraints are back
     execute(filled, "INSERT INTO users (email, name) VALUES ('b@example.com', 'B')")
     assert query(filled, "SELECT id FROM users") == 1

@@ -489,9 +489,14 @@ def test_a_job_runs_next_to_an_applications_jobs_table_and_reset_keeps_it(
     eng = create_engine(sqlalchemy_url(url))
     try:
         # Given an application's jobs and health_checks, and bulkops migrated afresh
+        # (its job ids still this test's own: tests/conftest.py's bulkops_env)
+        with eng.begin() as conn:
+            first = conn.execute(text(f"SELECT nextval('{LEDGER}.jobs_id_seq')")).scalar()
         migrate.downgrade(url, "base")
         app = _with_app_objects(eng)
         migrate.upgrade(url)
+        with eng.begin() as conn:
+            conn.execute(text(f"SELECT setval('{LEDGER}.jobs_id_seq', :v)"), {"v": first})
         # When an import runs
         seed_users("ann@example.com")
         data = "title,status,owner_email\nfirst,active,ann@example.com\nsecond,x,ann@example.com\n"

@@ -7,7 +7,6 @@ would leave twice the rows: the counts prove exactly-once.
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 import uuid
@@ -520,29 +519,6 @@ def test_chunk_that_crashed_is_run_again_and_counted_once() -> None:
     assert users_count() == 4
     job = job_row(job_id)
     assert (job.rows_inserted, job.chunks_done) == (4, 1)
-
-
-def test_a_chunk_runs_without_the_cyclic_gc_which_is_back_after_it_even_on_error() -> None:
-    # Given an operation that notes whether the cyclic GC runs during its chunks
-    class Noting(AddUsers):
-        def __init__(self) -> None:
-            super().__init__(chunks=2, per_chunk=1)
-            self.gc_during: list[bool] = []
-
-        def run_chunk(self, session: Session, job: Job, spec: dict[str, Any]) -> ChunkResult:
-            self.gc_during.append(gc.isenabled())
-            return super().run_chunk(session, job, spec)
-
-    op = Noting()
-    op.fail_once = {1}
-    job_id, _ = started_job(op)
-    # When one chunk commits and the other raises
-    assert runner.run_chunk(job_id, 0, op).ran is True
-    with pytest.raises(RuntimeError):
-        runner.run_chunk(job_id, 1, op)
-    # Then the collector was off inside both, and is on again after each
-    assert op.gc_during == [False, False]
-    assert gc.isenabled()
 
 
 # --- finishing -------------------------------------------------------------------------

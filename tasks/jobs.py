@@ -197,4 +197,5 @@ def watch_drop_folder() -> dict[str, Any]:
         return {"jobs": []}
     folder = s.bulkops_drop_folder
     folder = folder if folder.is_absolute() else s.import_root / folder
-    return {"jobs": schedules.scan_drop_folder(folder, s.bulkops_drop_settle_s)}
+    found = schedules.scan_drop_folder(folder, s.bulkops_drop_settle_s, submit_json_or_fail)
+    return {"jobs": found}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,15 +104,21 @@ def beat_entries(schedules: dict[str, Schedule], queue: str) -> dict[str, dict[s
 # --- the drop folder -------------------------------------------------------------------
 
 
-def scan_drop_folder(folder: Path, settle_s: float, now: float | None = None) -> list[int]:
+# How a scan submits a job: (kind, params, key) -> job id (worker.client.submit_json_or_fail).
+SubmitFn = Callable[[str, dict[str, Any], str], int]
+
+
+def scan_drop_folder(
+    folder: Path, settle_s: float, submit: SubmitFn, now: float | None = None
+) -> list[int]:
     """Import each file in ``folder`` (under the import root) once; returns the job ids.
 
     A file modified less than ``settle_s`` ago may still be being written and
     waits for a later scan. The key is the file's relative path, size and
     mtime: a scan that sees it again gets the same job, and a file replaced
-    with new content is a new file.
+    with new content is a new file. ``submit`` is passed in (by the task) so
+    that this module, which the Celery configuration reads, needs no client.
     """
-    from worker import client
     from worker.source import confine
 
     now = time.time() if now is None else now
@@ -124,5 +131,5 @@ def scan_drop_folder(folder: Path, settle_s: float, now: float | None = None) ->
             continue
         _, relative = confine(entry)
         key = f"drop:{relative}:{stat.st_size}:{stat.st_mtime_ns}"
-        jobs.append(client.submit_json_or_fail("import", {"path": relative}, key))
+        jobs.append(submit("import", {"path": relative}, key))
     return jobs

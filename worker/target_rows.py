@@ -16,9 +16,6 @@ a lookup's file columns hold the parent's key values, resolved later by
   (``now()``) stays ``None`` for the loader; a required column is a reject;
   a nullable one is ``None``.
 
-:class:`PydanticValidator` does the same through one pydantic ``TypeAdapter``
-call per chunk; ``bench/validate.py`` compares the two.
-
 Each input record ends in exactly one of the two lists a validator returns:
 a typed row ready to load, or a :class:`RowError` saying which column is wrong
 and why. Whether a lookup's parent exists is checked later, against the
@@ -36,11 +33,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any, Literal, NotRequired
-
-from pydantic import AfterValidator, Json, StringConstraints, TypeAdapter, ValidationError
-from pydantic import Field as PField
-from typing_extensions import TypedDict
+from typing import Any
 
 from worker.errors import InputFormatError
 from worker.parsing import Record
@@ -469,111 +462,3 @@ def raw_key_maker(spec: TargetSpec) -> Callable[[Sequence[str]], tuple[Any, ...]
             return None
 
     return make
-
-
-# --- the same through pydantic (for comparison: see bench/validate.py) ---------------
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _pydantic_type(c: ColumnSpec) -> Any:
-    if c.kind == "str":
-        base: Any = Annotated[str, StringConstraints(max_length=c.max_length)]
-        if c.email:
-            base = Annotated[
-                str,
-                StringConstraints(strip_whitespace=True, to_lower=True, max_length=c.max_length),
-                AfterValidator(_check_email),
-            ]
-        elif c.required:
-            base = Annotated[base, AfterValidator(_not_blank)]
-        return base
-    if c.kind == "int":
-        low, high = INT_RANGES[c.int_bits or 64]
-        return Annotated[int, PField(ge=low, le=high)]
-    if c.kind == "float":
-        return Annotated[float, PField(allow_inf_nan=False)]
-    if c.kind == "decimal":
-        return Annotated[
-            Decimal,
-            PField(max_digits=c.precision, decimal_places=c.scale, allow_inf_nan=False),
-        ]
-    if c.kind == "datetime":
-        return Annotated[datetime, AfterValidator(_utc)]
-    if c.kind == "enum":
-        return Literal[c.choices]
-    if c.kind == "json":
-        inner = {"object": dict[str, Any], "array": list[Any]}.get(c.json_shape or "", Any)
-        return Json[inner]  # type: ignore[valid-type,misc]
-    return {"bool": bool, "date": date, "uuid": uuid.UUID}[c.kind]
-
-
-def _check_email(value: str) -> str:
-    local, at, domain = value.partition("@")
-    if not (at and local and domain) or "@" in domain or _SPACE.search(value):
-        raise ValueError("is not a valid email address")
-    return value
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("is empty")
-    return value
-
-
-class PydanticValidator:
-    """One ``TypeAdapter(list[TypedDict])`` call per chunk; the bad rows are taken out and
-    the rest validated again (pydantic returns nothing for a list with an error in it)."""
-
-    def __init__(self, spec: TargetSpec) -> None:
-        self.spec = spec
-        fields = {
-            c.name: _pydantic_type(c) if c.required else NotRequired[_pydantic_type(c) | None]
-            for c in spec.columns
-        }
-        row_type: Any = TypedDict("Row", fields)  # type: ignore[misc]
-        self._adapter = TypeAdapter(list[row_type])
-        self._blank = [(c.name, missing_value(c), c.kind == "json") for c in spec.columns]
-
-    def _typed(self, d: dict[str, Any]) -> tuple[Any, ...]:
-        out = []
-        for name, blank, is_json in self._blank:
-            v = d.get(name)
-            if v is None:
-                out.append(None if blank is _MISSING else blank)
-            elif is_json:
-                out.append(json.dumps(v, ensure_ascii=False, separators=(",", ":")))
-            else:
-                out.append(v)
-        return tuple(out)
-
-    def validate(self, records: Sequence[Record]) -> tuple[list[TypedRow], list[RowError]]:
-        errors: list[RowError] = []
-        good: list[Record] = []
-        for rec in records:
-            if rec.values is None:
-                errors.append(RowError(rec.line, rec.column, rec.error or "unreadable", rec.raw))
-            else:
-                good.append(rec)
-        inputs = [{k: v for k, v in r.values.items() if v != ""} for r in good]  # type: ignore[union-attr]
-        try:
-            parsed = self._adapter.validate_python(inputs)
-        except ValidationError as exc:
-            bad: dict[int, RowError] = {}
-            for e in exc.errors():
-                index = e["loc"][0]
-                assert isinstance(index, int)
-                if index not in bad:
-                    rec = good[index]
-                    column = str(e["loc"][1]) if len(e["loc"]) > 1 else None
-                    bad[index] = RowError(rec.line, column, f"{column}: {e['msg']}", rec.raw)
-            errors.extend(bad[i] for i in sorted(bad))
-            good = [r for i, r in enumerate(good) if i not in bad]
-            parsed = self._adapter.validate_python(
-                [inputs[i] for i in range(len(inputs)) if i not in bad]
-            )
-        dicts: list[Any] = list(parsed)
-        rows = [TypedRow(r.line, self._typed(d), r.raw) for r, d in zip(good, dicts, strict=True)]
-        return rows, errors

@@ -8,8 +8,10 @@ from typing import Any
 
 from sqlalchemy import text
 
-from worker import client, db
+from worker import client, db, ledger
 from worker.ledger import JobSummary
+from worker.models import JobKind
+from worker.targets import EXAMPLE_TABLE
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,16 @@ def run(path: str, timeout: float = 120, **kwargs: Any) -> JobSummary:
     assert s.finished, s
     assert s.rows_inserted + s.rows_updated + s.rows_skipped + s.rows_rejected == s.rows_read, s
     return s
+
+
+def queued_import(path: str, mode: str = "insert") -> int:
+    """An import job's row with no message behind it, for a test that drives the job itself.
+
+    ``client.submit_import`` would also queue it, and the in-process worker an
+    earlier test started would then run the job alongside the test.
+    """
+    params = client.import_params(path, EXAMPLE_TABLE, None, mode, False, None, None)
+    return ledger.submit(JobKind.IMPORT, params, lambda _job, _task: None)
 
 
 def counts(s: JobSummary) -> Counts:

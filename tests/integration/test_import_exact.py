@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from import_support import Counts, counts, run, seed_users, todos, write
+from import_support import Counts, counts, queued_import, run, seed_users, todos, write
 from sqlalchemy import text
 
 from worker import client, db, loader, targets
@@ -226,7 +226,7 @@ def test_the_first_chunks_load_while_the_plan_reads_on(
     lines[20] = f"T2990,nope,{ANN}\n"  # 22: invalid, so line 2992 is the original
     lines[2995] = f"T2990,completed,{ANN}\n"  # 2997: a copy of 2992
     name = write(import_root, "early.csv", HEADER + "".join(lines))
-    job_id = client.submit_import(name, mode=mode)
+    job_id = queued_import(name, mode=mode)
     # When the plan runs each chunk it hands over at once, before the plan has ended
     during_plan: list[int] = []
     later: list[int] = []
@@ -274,7 +274,7 @@ def test_a_file_replaced_after_planning_loads_nothing_new(
     # Given a job planned on a file (no worker: the test drives the operation)
     seed_users(ANN)
     write(import_root, "r.csv", HEADER + "".join(f"old {i},active,{ANN}\n" for i in range(10)))
-    job_id = client.submit_import("r.csv")
+    job_id = queued_import("r.csv")
     with db.session_scope() as s:
         job = s.get(Job, job_id)
         assert job is not None

@@ -9,6 +9,7 @@ and only here, keeping the cause.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import itertools
 import re
@@ -237,9 +238,21 @@ def pg_copy_text(value: Any) -> str:
     return s
 
 
+@functools.lru_cache(maxsize=16)
+def _line_format(width: int) -> str:
+    return "\t".join(["%s"] * width)
+
+
 def _copy_line(row: Sequence[Any]) -> str:
-    """One row in COPY text format: plain values joined at once, escaped only when needed."""
-    line = "\t".join([r"\N" if v is None else v if type(v) is str else str(v) for v in row])
+    """One row in COPY text format: formatted at once, escaped only when needed.
+
+    ``%s`` is ``str()`` of each value; a NULL (None) or a value with a tab, a
+    line break or a backslash takes the value-by-value way.
+    """
+    if type(row) is tuple and None not in row:
+        line = _line_format(len(row)) % row
+    else:
+        line = "\t".join([r"\N" if v is None else v if type(v) is str else str(v) for v in row])
     if "\\" in line or "\n" in line or "\r" in line or line.count("\t") != len(row) - 1:
         line = "\t".join(map(pg_copy_text, row))
     return line

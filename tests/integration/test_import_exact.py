@@ -215,14 +215,14 @@ def test_the_first_chunks_load_while_the_plan_reads_on(
     from worker.errors import BrokerUnavailable
     from worker.importer import IMPORT
 
-    # Given 6 chunks of 1,000 rows with keys repeated inside a chunk, across the early
+    # Given 8 chunks of 1,000 rows with keys repeated inside a chunk, across the early
     # chunks, from an early chunk into a late one, and a first copy that is invalid
     seed_users(ANN)
-    lines = [f"T{i:04d},active,{ANN}\n" for i in range(6000)]
+    lines = [f"T{i:04d},active,{ANN}\n" for i in range(8000)]
     lines[500] = f"T0005,completed,{ANN}\n"  # line 502 repeats line 7 (same chunk)
     lines[1500] = f"T0010,in_progress,{ANN}\n"  # 1502 repeats 12 (chunk 1 of chunk 0)
     lines[3100] = f"T0010,archived,{ANN}\n"  # 3102: again, from chunk 3
-    lines[5900] = f"T1600,archived,{ANN}\n"  # 5902 (a late chunk) repeats 1602
+    lines[7900] = f"T1600,archived,{ANN}\n"  # 7902 (a late chunk) repeats 1602
     lines[20] = f"T2990,nope,{ANN}\n"  # 22: invalid, so line 2992 is the original
     lines[2995] = f"T2990,completed,{ANN}\n"  # 2997: a copy of 2992
     name = write(import_root, "early.csv", HEADER + "".join(lines))
@@ -249,17 +249,17 @@ def test_the_first_chunks_load_while_the_plan_reads_on(
     # Then the first chunks ran during the plan, the rest after it
     sent_again = [0, 1] if interrupted else []
     assert during_plan == [*sent_again, *range(EARLY_CHUNKS)]
-    assert later == list(range(EARLY_CHUNKS, 6))
+    assert later == list(range(EARLY_CHUNKS, 8))
     # And the result is one sequential pass's (skip only skips rows already in the table)
     s = client.summary(job_id)
     rejects = {r.line: r.reason for r in client.rejects(job_id)}
-    assert set(rejects) == {22, 502, 1502, 2997, 3102, 5902}
+    assert set(rejects) == {22, 502, 1502, 2997, 3102, 7902}
     assert rejects[1502] == rejects[3102] == "duplicate of line 12 in this file"
-    assert rejects[5902] == "duplicate of line 1602 in this file"
+    assert rejects[7902] == "duplicate of line 1602 in this file"
     assert rejects[2997] == "duplicate of line 2992 in this file"
-    assert counts(s) == Counts("partially_succeeded", read=6000, inserted=5994, rejected=6)
+    assert counts(s) == Counts("partially_succeeded", read=8000, inserted=7994, rejected=6)
     table = {t: st for t, st, _ in todos()}
-    assert len(table) == 5994
+    assert len(table) == 7994
     assert table["T0005"] == table["T0010"] == table["T1600"] == table["T2990"] == "active"
     assert "early_chunks" not in s.params  # the plan replaced them
 

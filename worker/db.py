@@ -281,29 +281,55 @@ def copy_rows(
             f"row {row}: a value is not valid Unicode ({exc.reason}) and cannot be stored",
             copy_line=row,
         ) from None
-    _copy(session, table, columns, data)
+    _copy_bytes(session, table, columns, data)
     return len(lines) - 1
 
 
-def _copy(session: Session, table: str, columns: Sequence[str], data: bytes) -> None:
+def _copy(session: Session, table: str, columns: Sequence[str], data: Any, size: int) -> None:
     dbapi_conn = session.connection().connection.driver_connection
     assert dbapi_conn is not None
     with translated(), dbapi_conn.cursor() as cur:
-        # One read of the whole buffer, not psycopg2's default of 8 KiB at a time.
         sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
-        cur.copy_expert(sql, io.BytesIO(data), size=max(len(data), 8192))
+        cur.copy_expert(sql, data, size=size)
 
 
-def copy_int_rows(
-    session: Session, table: str, columns: Sequence[str], rows: Sequence[Sequence[int]]
-) -> int:
-    """:func:`copy_rows` for rows of integers only: nothing to escape, formatted at once."""
-    if not rows:
-        return 0
-    line = "\t".join(["%d"] * len(columns)) + "\n"
-    data = "".join(map(line.__mod__, rows)).encode("ascii")
-    _copy(session, table, columns, data)
-    return len(rows)
+def _copy_bytes(session: Session, table: str, columns: Sequence[str], data: bytes) -> None:
+    # One read of the whole buffer, not psycopg2's default of 8 KiB at a time.
+    _copy(session, table, columns, io.BytesIO(data), max(len(data), 8192))
+
+
+def copy_stream(session: Session, table: str, columns: Sequence[str], parts: Iterable[str]) -> None:
+    """One COPY of COPY-text ``parts`` as they are made; an exception in making them
+    propagates as it was raised (the rows sent before it stay in the transaction).
+
+    PostgreSQL stores each part while the next is made, on the other core:
+    the client waits for the server only once, at the end.
+    """
+    stream = _Parts(iter(parts))
+    _copy(session, table, columns, stream, 1 << 16)
+    if stream.error is not None:
+        raise stream.error
+
+
+class _Parts:
+    """Text parts as the file psycopg2's ``copy_expert`` reads (each read: the next part).
+
+    psycopg2 words an exception raised in ``read`` as a failed COPY, so it is
+    kept for :func:`copy_stream` to raise, and the COPY ends there.
+    """
+
+    def __init__(self, parts: Iterator[str]) -> None:
+        self._parts = parts
+        self.error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            for part in self._parts:
+                if part:  # an empty read would end the COPY
+                    return part.encode("utf-8")
+        except BaseException as exc:  # noqa: BLE001 - raised again by copy_stream
+            self.error = exc
+        return b""
 
 
 def open_large_object(dbapi_conn: Any, oid: int, mode: str = "rb") -> Any:

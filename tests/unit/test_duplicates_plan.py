@@ -9,6 +9,7 @@ line breaks included) straddle block boundaries all the time.
 
 from __future__ import annotations
 
+from itertools import chain
 from pathlib import Path
 
 import pytest
@@ -43,9 +44,9 @@ PIECES = [
 def both(path: Path, fmt: str, table: str = "todos") -> tuple[list, list | None]:
     header, _ = parsing.read_header(path, fmt) if fmt == "csv" else ([], 0)
     key = importer._file_key(targets.get(table))
-    scanned = list(duplicates._scanned_records(path, fmt, header, key))
+    scanned = list(chain.from_iterable(duplicates._scanned_records(path, fmt, header, key)))
     try:
-        fast = list(duplicates._fast_records(path, fmt, header, key))
+        fast = list(chain.from_iterable(duplicates._fast_records(path, fmt, header, key)))
     except duplicates._Unusual:
         fast = None
     return scanned, fast

@@ -219,11 +219,24 @@ def _lines_with_existing_key(
     rows = session.execute(
         text(
             f"SELECT u.line FROM unnest(CAST(:lines AS bigint[]), {arrays}) AS u(line, {names}) "
-            f"WHERE EXISTS (SELECT 1 FROM {spec.table} t WHERE {match})"
+            f"CROSS JOIN {_probe(spec.table, 't', match)}"
         ),
         params,
     )
     return {int(r[0]) for r in rows}
+
+
+def _probe(table: str, alias: str, match: str) -> str:
+    """A LATERAL subquery (``hit``, one column ``bulkops_found``): ``table``'s row that ``match``
+    finds for the outer row, looked up on its own, by the table's index.
+
+    Not ``EXISTS``: for a chunk of rows PostgreSQL turns that into a hash join
+    as soon as hashing the whole table looks cheaper, so every chunk would read
+    the table whole and an import would slow with the rows it has loaded
+    (measured, 20k keys against 1M rows: 383 ms hashed, 135 ms probed). The
+    LIMIT keeps the planner from making it a join.
+    """
+    return f"LATERAL (SELECT true FROM {table} {alias} WHERE {match} LIMIT 1) AS hit(bulkops_found)"
 
 
 def _exists_reason(spec: TableSpec) -> str:
@@ -428,8 +441,8 @@ def _refused_by_constraints(session: Session, spec: TableSpec) -> dict[int, str]
             )
             present = " AND ".join(f"s.{c} IS NOT NULL" for c in con.cols)
             query = (
-                f"SELECT line FROM {rows} s WHERE {present} "
-                f"AND NOT EXISTS (SELECT 1 FROM {con.parent} p WHERE {match})"
+                f"SELECT line FROM {rows} s LEFT JOIN {_probe(con.parent, 'p', match)} ON true "
+                f"WHERE {present} AND hit.bulkops_found IS NULL"
             )
             message = (
                 f'insert or update on table "{spec.table}" violates foreign key '
@@ -498,7 +511,8 @@ def _insert_staged(
         for r in session.execute(
             text(
                 f"WITH i AS (INSERT INTO {spec.table} ({cols}) SELECT {values} FROM "
-                f"{spec.staging} s WHERE NOT EXISTS (SELECT 1 FROM {spec.table} t WHERE {exists}) "
+                f"{spec.staging} s LEFT JOIN {_probe(spec.table, 't', exists)} ON true "
+                f"WHERE hit.bulkops_found IS NULL "
                 f"ORDER BY {key} ON CONFLICT ({key}) DO NOTHING RETURNING {key}) "
                 f"SELECT s.line FROM {spec.staging} s "
                 f"WHERE NOT EXISTS (SELECT 1 FROM i WHERE {match}) ORDER BY s.line"
@@ -561,8 +575,7 @@ def _existing_lines(session: Session, spec: TableSpec) -> list[int]:
         int(r[0])
         for r in session.execute(
             text(
-                f"SELECT s.line FROM {spec.staging} s "
-                f"WHERE EXISTS (SELECT 1 FROM {spec.table} t WHERE {match})"
+                f"SELECT s.line FROM {spec.staging} s CROSS JOIN {_probe(spec.table, 't', match)}"
             )
         )
     ]

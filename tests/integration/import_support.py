@@ -6,6 +6,7 @@ from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs_support import no_send
 from sqlalchemy import text
 
 from worker import client, db, ledger
@@ -51,7 +52,7 @@ def queued_import(path: str, mode: str = "insert") -> int:
     earlier test started would then run the job alongside the test.
     """
     params = client.import_params(path, EXAMPLE_TABLE, None, mode, False, None, None)
-    return ledger.submit(JobKind.IMPORT, params, lambda _job, _task: None)
+    return ledger.submit(JobKind.IMPORT, params, no_send)
 
 
 def counts(s: JobSummary) -> Counts:

@@ -1,10 +1,16 @@
-"""Helpers for tests that need jobs to look old."""
+"""Helpers for tests that write jobs themselves, or need them to look old."""
 
 from __future__ import annotations
 
 from sqlalchemy import text
 
 from worker.db import session_scope
+
+
+def no_send(job_id: int, task_id: str) -> None:
+    """A send for ``ledger.submit`` that sends nothing: the job row is written, no
+    message queued (a test drives the job itself, or wants it left waiting)."""
+    return None
 
 
 def backdate(job_id: int, seconds: int, *columns: str) -> None:

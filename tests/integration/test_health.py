@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from jobs_support import backdate
+from jobs_support import backdate, no_send
 from sqlalchemy import text
 
 from worker import health, ledger
@@ -17,10 +17,6 @@ from worker.db import session_scope
 pytestmark = pytest.mark.usefixtures("bulkops_env")
 
 CHECKS = ["database", "pool", "redis", "queues", "jobs"]
-
-
-def no_send(job_id: int, task_id: str) -> None:
-    return None
 
 
 def by_name(report: health.HealthReport) -> dict[str, health.Check]:

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from jobs_support import no_send
 from sqlalchemy import text
 from sqlmodel import Session
 
@@ -85,10 +86,6 @@ class AddUsers:
 
 
 # --- helpers ---------------------------------------------------------------------
-
-
-def no_send(job_id: int, task_id: str) -> None:
-    return None
 
 
 def job_row(job_id: int) -> Job:

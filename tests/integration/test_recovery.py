@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from jobs_support import backdate
+from jobs_support import backdate, no_send
 from sqlalchemy import text
 
 from worker import chunks, ledger
@@ -33,10 +33,6 @@ class Sends:
 
     def __call__(self, kind: str, job_id: int, other: Any) -> None:
         self.calls.append((kind, job_id, other))
-
-
-def no_send(job_id: int, task_id: str) -> None:
-    return None
 
 
 def job_row(job_id: int) -> Job:

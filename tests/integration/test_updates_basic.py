@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from import_support import make_todos
+from jobs_support import no_send
 from sqlalchemy import text
 
 from worker import client, db, ledger
@@ -106,11 +107,9 @@ def test_a_key_of_a_job_stored_with_owner_email_is_the_same_request(bulkops_env:
     make_todos(["active"])
     make_todos(["active"], owner="bob@example.com")
 
-    def unsent(job_id: int, task_id: str) -> None:
-        return None  # the job only needs its row
-    plain = ledger.submit("update_status", _LEGACY, unsent, key="before-1")
+    plain = ledger.submit("update_status", _LEGACY, no_send, key="before-1")
     owned = ledger.submit(
-        "update_status", {**_LEGACY, "owner_email": "bob@example.com"}, unsent, key="before-2"
+        "update_status", {**_LEGACY, "owner_email": "bob@example.com"}, no_send, key="before-2"
     )
     # The same requests after the upgrade return those jobs, not a refusal
     assert client.submit_update_status("archived", key="before-1") == plain

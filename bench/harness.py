@@ -226,8 +226,8 @@ class Bench:
 
     def checkpoint(self) -> None:
         """Write out every dirty buffer before a timed phase: otherwise the phase that runs
-        second pays for the first one's writes (measured: the worker, after its baseline, met
-        checkpoints and backend writes the baseline had left; ratios moved by up to 0.3)."""
+        second (the worker, always after its baseline) pays for the first one's writes, in
+        the checkpoint its WAL brings on and in buffers it must write out itself."""
         query(self.args.admin_url, "CHECKPOINT", autocommit=True)
 
     def values(self, key: str, *labels: str) -> list[Any]:

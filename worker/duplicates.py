@@ -250,10 +250,9 @@ def _scanned_records(path: Any, fmt: str, header: list[str], key: FileKey) -> _K
     located = parsing.scan_records(path, fmt, header)
     while block := list(itertools.islice(located, _SCANNED_BLOCK)):
         yield [
-            (r.record.line, r.start, r.end, key.of(r.record.values))
-            if r.record.values is not None
-            else (r.record.line, r.start, r.end, None)
+            (r.record.line, r.start, r.end, None if values is None else key.of(values))
             for r in block
+            for values in (r.record.values,)
         ]
 
 

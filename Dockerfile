@@ -19,7 +19,11 @@ COPY worker/ worker/
 COPY tasks/ tasks/
 COPY migrations/ migrations/
 
-RUN pip install --no-cache-dir . \
+# fsspec is small and pure Python, so the image can always read an upload store;
+# the scheme's package comes in at build time: --build-arg STORE_PACKAGES=s3fs
+# (or gcsfs) for BULKOPS_UPLOAD_STORE=s3://… (gs://…).
+ARG STORE_PACKAGES=""
+RUN pip install --no-cache-dir ".[fsspec]" ${STORE_PACKAGES} \
     && rm -rf build ./*.egg-info
 
 USER bulkops:bulkops

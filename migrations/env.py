@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from logging.config import fileConfig
 from typing import Any
 
 from alembic import context
-from alembic.runtime.migration import MigrationContext
+from alembic.runtime.migration import MigrationContext, MigrationInfo
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, inspect, pool, text
 from sqlmodel import SQLModel
@@ -120,7 +121,9 @@ def _adopt_legacy_version(connection: Connection) -> None:
     connection.execute(text(f"DROP TABLE {legacy}"))
 
 
-def _leave_nothing_at_base(ctx: MigrationContext, heads: set[str], **_: Any) -> None:
+def _leave_nothing_at_base(
+    ctx: MigrationContext, step: MigrationInfo, heads: Collection[str], run_args: Mapping[str, Any]
+) -> None:
     """At base bulkops leaves nothing of its own: its version table goes (Alembic would
     keep it, empty), and the ledger's schema too unless something else is in it."""
     if heads:

@@ -544,6 +544,17 @@ def test_dockerfile_base_image_and_non_root_user() -> None:
     assert last_user > install, "install as root, then drop privileges"
 
 
+def test_dockerfile_image_can_read_an_object_store() -> None:
+    """BULKOPS_UPLOAD_STORE=s3://… must work in the image: fsspec in, the scheme's package
+    a build argument."""
+    args = [arg for k, arg in dockerfile_instructions() if k == "ARG"]
+    install = next(
+        arg for k, arg in dockerfile_instructions() if k == "RUN" and "pip install" in arg
+    )
+    assert '".[fsspec]"' in install
+    assert any(a.startswith("STORE_PACKAGES") for a in args) and "${STORE_PACKAGES}" in install
+
+
 def test_dockerfile_default_command_is_the_worker() -> None:
     import json
 

@@ -40,8 +40,12 @@ Table = tuple[Sequence[str], Sequence[Sequence[Any]]]  # headers, rows
 Lines = Sequence[str]
 GOALS = ["goal (medians)", "measured", "must", "", "verdict"]  # the goals table's headers
 # The runs table: a job's keys, and their headers after "run".
-RUN_KEYS = "label state s rows_s base_s x_base plan_s redos deadlocks rss_mb".split()
-RUN_HEADERS = ", state, worker s, rows/s, baseline s, x baseline, plan s, redos, deadlocks, RSS MB"
+RUN_KEYS = "label state s rows_s base_s x_base plan_s redos deadlocks rss_mb wal ckpts".split()
+RUN_HEADERS = (", state, worker s, rows/s, baseline s, x baseline, plan s, redos, deadlocks, RSS MB, "
+               "WAL MB base/worker, checkpoints base/worker")
+# What the server did in a phase: WAL written (bytes) and checkpoints it started itself.
+SERVER = """SELECT pg_current_wal_lsn() - '0/0'::pg_lsn AS wal,
+  checkpoints_req + checkpoints_timed AS ckpts FROM pg_stat_bgwriter"""
 # A job's row once finished; s: created -> finished, plan_s: claimed -> first chunk started
 # (job_chunks.committed_at is the chunk transaction's start).
 FINISHED = """SELECT *, extract(epoch FROM finished_at - created_at)::float AS s,
@@ -211,10 +215,14 @@ class Bench:
         ``template``, then ``check(job, base_url, url)``; the job row, with ``base_s``, ``rows_s``
         and ``x_base`` (its rows/s over the baseline's ``base_rows``/s)."""
         base, url = self.database("base", template), self.database("work", template)
-        self.checkpoint()
+        before = self.checkpoint()
         base_s = baseline(base)
-        self.checkpoint()
+        base_server = self.server(before)
+        before = self.checkpoint()
         job = self.run_job(url, label, *argv, **extra)
+        job_server = self.server(before)
+        for key in ("wal", "ckpts"):  # a checkpoint in one phase only explains a spread
+            job[key] = f"{cell(base_server[key])}/{cell(job_server[key])}"
         job.update(label=label, base_s=base_s, rows_s=rows / job["s"])
         job["x_base"] = job["rows_s"] * base_s / (base_rows or rows)
         logged = [*RUN_KEYS[1:], "rows_rejected"]
@@ -224,11 +232,19 @@ class Bench:
         self.jobs.append(job)
         return job
 
-    def checkpoint(self) -> None:
+    def checkpoint(self) -> dict[str, Any]:
         """Write out every dirty buffer before a timed phase: otherwise the phase that runs
         second (the worker, always after its baseline) pays for the first one's writes, in
-        the checkpoint its WAL brings on and in buffers it must write out itself."""
+        the checkpoint its WAL brings on and in buffers it must write out itself. The
+        server's counters after it (:data:`SERVER`)."""
         query(self.args.admin_url, "CHECKPOINT", autocommit=True)
+        return self.server()
+
+    def server(self, since: dict[str, Any] | None = None) -> dict[str, Any]:
+        """:data:`SERVER`'s counters (WAL in MB), or what they grew by ``since`` then."""
+        now = query(self.args.admin_url, SERVER, dicts=True)[0]
+        now = {"wal": float(now["wal"]) / 2**20, "ckpts": int(now["ckpts"])}
+        return {k: v - since[k] for k, v in now.items()} if since else now
 
     def values(self, key: str, *labels: str) -> list[Any]:
         """``key`` of the races of these labels (default: every race)."""

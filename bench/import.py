@@ -111,6 +111,11 @@ def main() -> int:
               goal(linear, bench.median("rows_s", "linear") / bad, ">=", 0.9),
               goal(f"bad vs per-row savepoints ({sp_rows:,} rows)", bad / median(rates), ">=", 25)]
     notes = [f"per-row savepoints: {median(rates):,.0f} rows/s"] if rates else []
+    if args.linear_rows and "bad" in names:  # how much of the slowdown is the database's own
+        copy_rate = {n: median([ex.copy_rows / s for s in bench.values("base_s", n)])
+                     for n, (ex, _) in variants.items() if n in ("bad", "linear")}
+        notes.append(f"raw COPY rows/s at {args.linear_rows:,} vs {args.rows:,} rows: "
+                     f"{copy_rate['linear'] / copy_rate['bad']:.2f}")
     if "wide" in names:
         notes.append(f"wide (products, {len(exports.PRODUCT_FILE)} columns, 3 lookups) vs raw "
                      f"COPY: {bench.median('x_base', 'wide'):.2f}x (no goal set)")

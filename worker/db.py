@@ -238,6 +238,25 @@ def pg_copy_text(value: Any) -> str:
     return s
 
 
+def array_literal(values: Iterable[Any]) -> str:
+    """The values' text as one PostgreSQL array literal, to bind as a single string and cast
+    in the query (``CAST(:keys AS text[])``, any element type).
+
+    Binding a list makes psycopg2 quote it element by element: for a chunk's
+    20k keys that took as long as the query that used them (180 -> 88 ms).
+    Every element is quoted, so ``NULL`` and ``""`` stay text; there is no NULL element.
+    """
+    texts = [v if type(v) is str else str(v) for v in values]
+    if not texts:
+        return "{}"
+    body = "\x00".join(texts)  # NUL: in no value (PostgreSQL text cannot hold one)
+    if body.count("\x00") != len(texts) - 1:
+        raise ValueError("a NUL character in an array element")
+    if "\\" in body or '"' in body:
+        body = body.replace("\\", "\\\\").replace('"', '\\"')
+    return '{"' + body.replace("\x00", '","') + '"}'
+
+
 @functools.lru_cache(maxsize=16)
 def _line_format(width: int) -> str:
     return "\t".join(["%s"] * width)

@@ -48,7 +48,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel import Session
 
-from worker.db import copy_rows, savepoint
+from worker.db import array_literal, copy_rows, savepoint
 from worker.errors import ConcurrencyConflict, DataError, UniqueViolation
 from worker.ledger import RejectedRow
 
@@ -203,14 +203,23 @@ def _load_split(
 def _lines_with_existing_key(
     session: Session, spec: TableSpec, records: Sequence[Record]
 ) -> set[int]:
-    """The lines whose natural key is in the table now: one query, the keys bound as arrays."""
+    """The lines whose natural key is in the table now: one query, the keys bound as arrays
+    (:func:`worker.db.array_literal`)."""
     positions = spec.key_positions
-    keyed = [(ln, vs) for ln, vs in records if None not in [vs[i] for i in positions]]
+    pick = operator.itemgetter(*positions)
+    keys = [(ln, pick(vs)) for ln, vs in records]
+    keyed = (
+        [(ln, k) for ln, k in keys if k is not None]
+        if len(positions) == 1
+        else [(ln, k) for ln, k in keys if None not in k]
+    )
     if not keyed:
         return set()
-    params: dict[str, Any] = {"lines": [line for line, _ in keyed]}
-    for n, i in enumerate(positions):  # as text, as COPY sends them, cast back by the server
-        params[f"k{n}"] = [v if type(v) is str else str(v) for v in (vs[i] for _, vs in keyed)]
+    lines, values = zip(*keyed, strict=True)
+    # as text, as COPY sends them, cast back by the server
+    columns = [values] if len(positions) == 1 else list(zip(*values, strict=True))
+    params = {f"k{n}": array_literal(column) for n, column in enumerate(columns)}
+    params["lines"] = array_literal(lines)
     arrays = ", ".join(f"CAST(:k{n} AS text[])" for n in range(len(positions)))
     names = ", ".join(f"k{n}" for n in range(len(positions)))
     match = " AND ".join(

@@ -1,7 +1,7 @@
 """Foreign keys by natural key: the file names a parent by its key, the table gets its id.
 
 One query per chunk and lookup, never one per row: the chunk's distinct keys
-travel as arrays (bound parameters) and are joined to the parent table.
+travel as arrays (one bound array literal each) and are joined to the parent table.
 """
 
 from __future__ import annotations
@@ -13,15 +13,11 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel import Session
 
+from worker.db import array_literal
 from worker.target_rows import RowError, TypedRow
 from worker.targets import LookupSpec, TargetSpec, staging_type
 
 Key = tuple[Any, ...]
-
-
-def _param(value: Any) -> Any:
-    """A key value as psycopg2 binds it in an array (a UUID as its text)."""
-    return value if isinstance(value, str | int) else str(value)
 
 
 def parent_ids(
@@ -37,7 +33,7 @@ def parent_ids(
     unnest = ", ".join(f"CAST(:{n} AS {t}[])" for n, t in zip(names, types, strict=True))
     on = " AND ".join(f"p.{b} = u.{n}" for b, n in zip(lookup.by, names, strict=True))
     cols = ", ".join(f"p.{b}" for b in lookup.by)
-    params = {n: [_param(k[i]) for k in wanted] for i, n in enumerate(names)}
+    params = {n: array_literal(k[i] for k in wanted) for i, n in enumerate(names)}
     rows = session.execute(
         text(
             f"SELECT {cols}, p.{lookup.parent_pk} FROM {lookup.parent} p "

@@ -71,16 +71,6 @@ class Decision:
     superseded: int  # earlier copies a later line replaces (upsert): skipped
 
 
-def digest(key: Sequence[str]) -> int:
-    """64 bits of the key, for one plan only (Python's hash: fast, not stable across runs).
-
-    A match is only a candidate: chunks compare the real keys, so a collision
-    costs a re-read, never a wrong reject. A plan redone after a crash starts
-    from nothing, so digests are never compared across processes.
-    """
-    return hash(tuple(key))
-
-
 # (digest, line, chunk_no, start, end) for one record with a key
 KeyRow = tuple[int, int, int, int, int]
 # a chunk the plan hands over before it ends, and the repeated keys it needs
@@ -202,12 +192,24 @@ def _key_pass(
             count += len(segment)
             end = segment[-1][2]
             chunk_no = len(spans)
-            rows = [(digest(k), ln, chunk_no, s, e) for ln, s, e, k in segment if k is not None]
-            if first is not None:
+            # A key's digest: 64 bits of Python's hash of it (a tuple), fast but not stable
+            # across processes. A match is only a candidate: chunks compare the real keys,
+            # so a collision costs a re-read, never a wrong reject. A plan redone after a
+            # crash starts from nothing, so digests are never compared across processes.
+            if first is None:  # straight to COPY text: no tuple per record
+                yield "".join(
+                    [
+                        line_format % (hash(k), ln, chunk_no, s, e)
+                        for ln, s, e, k in segment
+                        if k is not None
+                    ]
+                )
+            else:
+                rows = [(hash(k), ln, chunk_no, s, e) for ln, s, e, k in segment if k is not None]
                 for row in rows:
                     if (earlier := first.setdefault(row[0], row)) is not row:
                         repeated.setdefault(row[0], [earlier]).append(row)
-            yield "".join(map(line_format.__mod__, rows))
+                yield "".join(map(line_format.__mod__, rows))
             if count == rows_per_chunk:
                 spans.append(parsing.ChunkSpan(chunk_no, start, end, first_line, count))
                 count = 0

@@ -152,7 +152,10 @@ class ImportOperation:
         rows, errors = validator.validate(_drained(records), dedupe=False)
         resolved, unknown = lookups.resolve(session, target, rows)  # parents by natural key
         errors += unknown
-        by_line = {r.line: r for r in rows}
+        if len(resolved) < len(rows):  # some parents unknown: the others, in order
+            by_line = {r.line: r for r in rows}
+            rows = [by_line[line] for line, _ in resolved]
+            del by_line
 
         def reread(spans: list[tuple[int, int, int]]) -> dict[int, Any]:
             others = duplicates.read_records(real, p.format, header, spans)
@@ -162,17 +165,18 @@ class ImportOperation:
             session,
             job.id,
             span.chunk_no,
-            [by_line[line] for line, _ in resolved],
+            rows,
             p.mode,
             lambda r: validator.key(r.values),
             reread,
             target.key_file_columns[0],
         )
         raw = {r.line: r.raw for r in decision.keep}
-        load = [record for record in resolved if record[0] in raw]
+        everything = len(raw) == len(resolved)  # no line of the chunk lost to a duplicate
+        load = resolved if everything else [record for record in resolved if record[0] in raw]
         # Peak memory: the typed rows live on in ``load``, their parents resolved.
         decision.keep.clear()
-        del rows, by_line, resolved
+        del rows, resolved
         outcome = loader.load(session, _table_spec(target), load, raw, p.mode, p.dry_run)
         rejects = [RejectedRow(e.line, e.column, e.reason, e.raw) for e in errors]
         rejects += decision.rejects + outcome.rejects

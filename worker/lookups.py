@@ -7,7 +7,7 @@ travel as arrays (one bound array literal each) and are joined to the parent tab
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import text
@@ -104,10 +104,11 @@ def resolve(
     assemble = operator.itemgetter(*places)
     single = len(places) == 1
     extras = list(zip(*ids_by_lookup, strict=True)) if ids_by_lookup else [()] * len(rows)
-    out: list[tuple[int, tuple[Any, ...]]] = []
-    for n, (row, ids_of_row) in enumerate(zip(rows, extras, strict=True)):
-        if n in problems:
-            continue
-        picked = assemble(row.values + ids_of_row)
-        out.append((row.line, (picked,) if single else picked))
+    pairs: Iterable[tuple[TypedRow, tuple[Any, ...]]] = zip(rows, extras, strict=True)
+    if problems:
+        pairs = (pair for n, pair in enumerate(pairs) if n not in problems)
+    if single:
+        out = [(row.line, (assemble(row.values + ids),)) for row, ids in pairs]
+    else:  # one comprehension per chunk, not a loop: 20k rows each
+        out = [(row.line, assemble(row.values + ids)) for row, ids in pairs]
     return out, [problems[n] for n in sorted(problems)]

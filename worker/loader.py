@@ -48,7 +48,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel import Session
 
-from worker.db import array_literal, copy_rows, savepoint
+from worker.db import array_literal, array_param, copy_rows, savepoint
 from worker.errors import ConcurrencyConflict, DataError, UniqueViolation
 from worker.ledger import RejectedRow
 
@@ -220,14 +220,15 @@ def _lines_with_existing_key(
     columns = [values] if len(positions) == 1 else list(zip(*values, strict=True))
     params = {f"k{n}": array_literal(column) for n, column in enumerate(columns)}
     params["lines"] = array_literal(lines)
-    arrays = ", ".join(f"CAST(:k{n} AS text[])" for n in range(len(positions)))
+    arrays = ", ".join(array_param(f"k{n}", "text") for n in range(len(positions)))
     names = ", ".join(f"k{n}" for n in range(len(positions)))
     match = " AND ".join(
         f"t.{spec.key[n]} = CAST(u.k{n} AS {spec.types[i]})" for n, i in enumerate(positions)
     )
     rows = session.execute(
         text(
-            f"SELECT u.line FROM unnest(CAST(:lines AS bigint[]), {arrays}) AS u(line, {names}) "
+            f"SELECT u.line FROM unnest({array_param('lines', 'bigint')}, {arrays}) "
+            f"AS u(line, {names}) "
             f"CROSS JOIN {_probe(spec.table, 't', match)}"
         ),
         params,

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlmodel import Session
 
-from worker.db import array_literal
+from worker.db import array_literal, array_param
 from worker.target_rows import RowError, TypedRow
 from worker.targets import LookupSpec, TargetSpec, staging_type
 
@@ -30,7 +30,7 @@ def parent_ids(
     parent = spec.table.metadata.tables[lookup.parent]
     types = [staging_type(parent.c[b]) for b in lookup.by]
     names = [f"k{i}" for i in range(len(lookup.by))]
-    unnest = ", ".join(f"CAST(:{n} AS {t}[])" for n, t in zip(names, types, strict=True))
+    unnest = ", ".join(array_param(n, t) for n, t in zip(names, types, strict=True))
     on = " AND ".join(f"p.{b} = u.{n}" for b, n in zip(lookup.by, names, strict=True))
     cols = ", ".join(f"p.{b}" for b in lookup.by)
     params = {n: array_literal(k[i] for k in wanted) for i, n in enumerate(names)}

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from worker.db import array_literal
+from worker.db import array_literal, array_param
 
 # PostgreSQL text holds any character but NUL (validation rejects a NUL before any query)
 TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)))
@@ -22,7 +22,7 @@ TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=(
 def read_back(engine: Any, literal: str, sql_type: str) -> list[Any]:
     with engine.connect() as conn:
         return list(
-            conn.execute(text(f"SELECT CAST(:a AS {sql_type}[])"), {"a": literal}).scalar_one()
+            conn.execute(text(f"SELECT {array_param('a', sql_type)}"), {"a": literal}).scalar_one()
         )
 
 

@@ -71,7 +71,11 @@ class Decision:
     superseded: int  # earlier copies a later line replaces (upsert): skipped
 
 
-# (digest, line, chunk_no, start, end) for one record with a key
+# (digest, line, chunk_no, start, end) for one record with a key. The digest is
+# ``hash(key)`` (a tuple): 64 bits, fast, not stable across processes. A match is only a
+# candidate: chunks compare the real keys, so a collision costs a re-read, never a wrong
+# reject. A plan redone after a crash starts from nothing, so digests are never compared
+# across processes.
 KeyRow = tuple[int, int, int, int, int]
 # a chunk the plan hands over before it ends, and the repeated keys it needs
 EarlyFn = Callable[[parsing.ChunkSpan, list[KeyRow]], None]
@@ -192,10 +196,6 @@ def _key_pass(
             count += len(segment)
             end = segment[-1][2]
             chunk_no = len(spans)
-            # A key's digest: 64 bits of Python's hash of it (a tuple), fast but not stable
-            # across processes. A match is only a candidate: chunks compare the real keys,
-            # so a collision costs a re-read, never a wrong reject. A plan redone after a
-            # crash starts from nothing, so digests are never compared across processes.
             if first is None:  # straight to COPY text: no tuple per record
                 yield "".join(
                     [

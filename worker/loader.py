@@ -206,18 +206,14 @@ def _lines_with_existing_key(
     """The lines whose natural key is in the table now: one query, the keys bound as arrays
     (:func:`worker.db.array_literal`)."""
     positions = spec.key_positions
-    pick = operator.itemgetter(*positions)
-    keys = [(ln, pick(vs)) for ln, vs in records]
-    keyed = (
-        [(ln, k) for ln, k in keys if k is not None]
-        if len(positions) == 1
-        else [(ln, k) for ln, k in keys if None not in k]
-    )
+    first = positions[0]
+    pick = operator.itemgetter(*positions) if len(positions) > 1 else lambda vs: (vs[first],)
+    keyed = [(ln, key) for ln, vs in records if None not in (key := pick(vs))]
     if not keyed:
         return set()
-    lines, values = zip(*keyed, strict=True)
+    lines, keys = zip(*keyed, strict=True)
     # as text, as COPY sends them, cast back by the server
-    columns = [values] if len(positions) == 1 else list(zip(*values, strict=True))
+    columns = zip(*keys, strict=True)
     params = {f"k{n}": array_literal(column) for n, column in enumerate(columns)}
     params["lines"] = array_literal(lines)
     arrays = ", ".join(array_param(f"k{n}", "text") for n in range(len(positions)))

@@ -11,9 +11,11 @@ chord and nothing to hang.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -236,6 +238,26 @@ def run_chunk(
     return outcome
 
 
+@contextlib.contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block (a chunk's work), back on after.
+
+    A chunk keeps its 20k rows alive (records, typed tuples, COPY text) until
+    it ends and makes no reference cycles worth finding, yet each young
+    collection walks all of them: measured on todos, about 30 ms a collection
+    and 10% of a chunk's Python even at the raised threshold (worker.app).
+    Reference counting frees everything as before; the few cycles a chunk
+    makes (a caught exception's traceback) wait for the first collection after.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:  # a caller that had it off (or a nested pause) keeps it off
+            gc.enable()
+
+
 def _run_chunk(
     conn: Connection, job_id: int, chunk_no: int, operation: Operation, worker: str | None
 ) -> ChunkOutcome:
@@ -252,7 +274,8 @@ def _run_chunk(
             session.rollback()
             return ChunkOutcome(job_id, chunk_no, False, 0, None, ledger.state_of(job_id))
         started = time.perf_counter()
-        result = operation.run_chunk(session, job, spec)
+        with cyclic_gc_paused():
+            result = operation.run_chunk(session, job, spec)
         elapsed = time.perf_counter() - started
         c = result.counts
         chunks.record_counts(session, job_id, chunk_no, c, elapsed)

@@ -7,6 +7,7 @@ would leave twice the rows: the counts prove exactly-once.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import uuid
@@ -41,6 +42,7 @@ class AddUsers:
         self.chunks, self.per_chunk, self.rejects = chunks, per_chunk, rejects or {}
         self.plans = 0
         self.calls: list[int] = []
+        self.gc_enabled: list[bool] = []  # the cyclic collector's state, at each run_chunk
         # Set ``hold`` to make run_chunk stop mid-transaction until it is set again.
         self.hold: threading.Event | None = None
         self.entered = threading.Event()
@@ -63,6 +65,7 @@ class AddUsers:
     def run_chunk(self, session: Session, job: Job, spec: dict[str, Any]) -> ChunkResult:
         n = int(spec["n"])
         self.calls.append(n)
+        self.gc_enabled.append(gc.isenabled())
         nonce = uuid.uuid4().hex[:8]
         emails = [f"job{job.id}-c{n}-r{i}-{nonce}@example.com" for i in range(self.per_chunk)]
         session.execute(
@@ -516,6 +519,31 @@ def test_chunk_that_crashed_is_run_again_and_counted_once() -> None:
     assert users_count() == 4
     job = job_row(job_id)
     assert (job.rows_inserted, job.chunks_done) == (4, 1)
+
+
+def test_the_cyclic_collector_is_paused_while_a_chunk_runs_and_back_after_a_crash() -> None:
+    # Given a job whose chunk 1 dies once
+    op = AddUsers(chunks=2, per_chunk=2)
+    op.fail_once = {1}
+    job_id, _ = started_job(op)
+    assert gc.isenabled()
+    # When chunk 0 runs, chunk 1 crashes, then runs again
+    runner.run_chunk(job_id, 0, op)
+    with pytest.raises(RuntimeError):
+        runner.run_chunk(job_id, 1, op)
+    # Then the collector was off inside every run and is on again after each, the crash too
+    assert gc.isenabled()
+    runner.run_chunk(job_id, 1, op)
+    assert op.gc_enabled == [False, False, False]
+    assert gc.isenabled()
+    # And a caller that had it off keeps it off
+    gc.disable()
+    try:
+        with runner.cyclic_gc_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 # --- finishing -------------------------------------------------------------------------
